@@ -1,0 +1,58 @@
+"""Every setting the app reads, in one place (the only module that touches the environment).
+
+Sources, highest precedence first: arguments passed to `Settings(...)`, then environment variables
+(the Function App's application settings in Azure, `local.settings.json` values under the local host).
+Bridgework's own settings carry the `BRIDGEWORK_` prefix; storage follows the Functions convention
+(`AzureWebJobsStorage` as a connection string locally, or `AzureWebJobsStorage__blobServiceUri` /
+`__tableServiceUri` with a managed identity in Azure, where no key exists).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Bridgework's settings. Secrets are `SecretStr` so they never print."""
+
+    model_config = SettingsConfigDict(env_prefix="BRIDGEWORK_", env_nested_delimiter="__", extra="ignore")
+
+    environment: str = "local"
+    """`local` (Azurite, emulator, local host) or the name of an Azure environment."""
+
+    storage_connection_string: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("AzureWebJobsStorage", "BRIDGEWORK_STORAGE_CONNECTION_STRING")
+    )
+    """A storage connection string (Azurite locally). Leave unset in Azure: identity is used instead."""
+
+    blob_service_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("AzureWebJobsStorage__blobServiceUri", "BRIDGEWORK_BLOB_SERVICE_URI")
+    )
+    """Blob endpoint for identity-based access (Azure)."""
+
+    table_service_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AzureWebJobsStorage__tableServiceUri", "BRIDGEWORK_TABLE_SERVICE_URI"),
+    )
+    """Table endpoint for identity-based access (Azure)."""
+
+    managed_identity_client_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AzureWebJobsStorage__clientId", "BRIDGEWORK_MANAGED_IDENTITY_CLIENT_ID"),
+    )
+    """Client id of the user-assigned managed identity (Azure)."""
+
+    task_hub: str = "bridgework"
+    """Durable task hub name; also the prefix of the local host's own tables."""
+
+    table_prefix: str = "bw"
+    """Prefix of Bridgework's Table Storage tables, so several deployments can share an account."""
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
