@@ -4,8 +4,21 @@
     ├── ConfigurationError     a setting is missing or wrong: fix the configuration
     ├── BundleError            the export bundle is malformed or incomplete: re-run the agent
     ├── MappingError           the field map is invalid: edit it and approve again
+    │   ├── MappingInvalid                  a map or an edit breaks the rules: carries field errors (Fatal)
+    │   ├── MappingNotApproved              a frozen version's content hash does not match (Fatal)
+    │   └── SchemaPlanRefused               over the licence's custom tables, or owners unresolved (Fatal)
     ├── DataverseError         Dataverse refused or failed a request
+    │   ├── DataverseThrottled              429 (Retriable, carries retry_after)
+    │   ├── DataverseUnavailable            5xx / connection lost / timeout (Retriable)
+    │   ├── DataverseNotReady               metadata propagating, customization lock (Retriable)
+    │   ├── DataverseRecordRejected         one record refused, carries the Dataverse code (Skippable)
+    │   ├── DataverseRequestTooLarge        413 (Skippable: split the request)
+    │   ├── DataverseAuthError              401/403 (Fatal)
+    │   ├── DataverseRequestFailed          any other refusal (Fatal)
+    │   └── DataverseThrottleBudgetExhausted retry budget spent (Fatal)
     ├── SharePointError        Graph / SharePoint refused or failed a request
+    │   ├── SharePointThrottled / SharePointUnavailable   (Retriable)
+    │   └── SharePointConflict / SharePointAuthError / SharePointRequestFailed   (Fatal)
     └── StateError             Table/Blob state is missing or inconsistent
 
 Every leaf also derives from exactly one of the markers below, which decide retries:
@@ -88,3 +101,120 @@ class MigrationNotFound(StateError, Fatal):
     """No migration with this id exists for the caller's tenant."""
 
     code = "migration_not_found"
+
+
+# --- Dataverse (raised by shared/dataverse/errors.py, the one place that reads HTTP responses) ---
+
+
+class DataverseThrottled(DataverseError, Retriable):
+    """429 from service protection; `retry_after` (seconds) says when the next request may go."""
+
+    code = "dataverse_throttled"
+
+
+class DataverseUnavailable(DataverseError, Retriable):
+    """5xx, a dropped connection or a timeout: the request may or may not have been applied."""
+
+    code = "dataverse_unavailable"
+
+
+class DataverseNotReady(DataverseError, Retriable):
+    """Metadata cache not yet propagated or a customization lock is held: retry after a few seconds."""
+
+    code = "dataverse_not_ready"
+
+
+class DataverseRecordRejected(DataverseError, Skippable):
+    """One record was refused (400 validation, 412 duplicate key, 404 bind target): quarantine it."""
+
+    code = "dataverse_record_rejected"
+
+
+class DataverseRequestTooLarge(DataverseError, Skippable):
+    """413: the request body is over the server's size limit; split it (one record alone: skip it)."""
+
+    code = "dataverse_request_too_large"
+
+
+class DataverseAuthError(DataverseError, Fatal):
+    """401/403: the token or the application user's security role is wrong; fix access, then rerun."""
+
+    code = "dataverse_auth_error"
+
+
+class DataverseRequestFailed(DataverseError, Fatal):
+    """Any other refusal (404 on metadata, 405, 501, unexpected body): a bug or a misconfiguration."""
+
+    code = "dataverse_request_failed"
+
+
+class DataverseThrottleBudgetExhausted(DataverseError, Fatal):
+    """The client waited its whole retry budget on 429s/5xx; raised instead of letting retries multiply."""
+
+    code = "dataverse_throttle_budget_exhausted"
+
+
+# --- SharePoint / Graph (raised by shared/sharepoint/errors.py) ---
+
+
+class SharePointThrottled(SharePointError, Retriable):
+    """429/503 with Retry-After from Graph."""
+
+    code = "sharepoint_throttled"
+
+
+class SharePointUnavailable(SharePointError, Retriable):
+    """Other 5xx, a dropped connection or a timeout."""
+
+    code = "sharepoint_unavailable"
+
+
+class SharePointConflict(SharePointError, Fatal):
+    """409 nameAlreadyExists with conflict behaviour `fail`, or 416 on a range already received."""
+
+    code = "sharepoint_conflict"
+
+
+class SharePointAuthError(SharePointError, Fatal):
+    """401/403: the Graph token or its permissions (Sites.Selected / Files.ReadWrite.All) are wrong."""
+
+    code = "sharepoint_auth_error"
+
+
+class SharePointRequestFailed(SharePointError, Fatal):
+    """Any other refusal from Graph (400, 404, 507 quota)."""
+
+    code = "sharepoint_request_failed"
+
+
+# --- Mapping and schema plan (shared/mapping) ---
+
+
+class MappingInvalid(MappingError, Fatal):
+    """A field map, or a user's edit of it, names a column that cannot exist, a type that cannot hold
+    the data or a picklist value outside its set. `errors` lists every problem (pydantic-style `loc`,
+    `code`, `message`); none carries a row value."""
+
+    code = "mapping_invalid"
+
+    def __init__(self, message: str, errors: list[dict[str, object]] | None = None, **attrs: object) -> None:
+        super().__init__(message, **attrs)
+        self.errors = list(errors or [])
+
+
+class MappingNotApproved(MappingError, Fatal):
+    """A map presented as approved does not match its frozen content hash: approve it again."""
+
+    code = "mapping_not_approved"
+
+
+class SchemaPlanRefused(MappingError, Fatal):
+    """The schema plan cannot be built as it stands: more custom tables than the licence allows, or
+    clinical records whose provider has no active systemuser and no fallback owner. `problems` says
+    what to change."""
+
+    code = "schema_plan_refused"
+
+    def __init__(self, message: str, problems: list[dict[str, object]] | None = None, **attrs: object) -> None:
+        super().__init__(message, **attrs)
+        self.problems = list(problems or [])

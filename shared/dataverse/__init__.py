@@ -1,0 +1,1 @@
+"""Dataverse Web API client: schema spec and builder, throttled async client, bulk writer."""

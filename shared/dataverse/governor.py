@@ -1,0 +1,152 @@
+"""The throttling governor: how many Dataverse requests one application user may have in flight, and when.
+
+Dataverse service protection (reference/dataverse.md §7) is per application user: a concurrency
+limit that errors immediately, and request-count and execution-time budgets over a sliding
+5-minute window that answer 429 with `Retry-After`. Microsoft's guidance (§7.2) is followed here:
+- concurrency comes from `x-ms-dop-hint`, never above a configured cap;
+- after a 429 nothing is sent on that user before `Retry-After` has passed (the server extends the
+  penalty for requests that arrive early);
+- throughput ramps: concurrency halves on a 429 and grows by one per `limit` successes (AIMD), and
+  requests released together after a pause are spaced out, so the rate is steady, not bursts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GovernorConfig(BaseModel):
+    """Tuning for one application user's governor."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_concurrency: int = Field(default=52, ge=1)
+    """Hard cap on requests in flight, whatever `x-ms-dop-hint` says (52 is the documented default limit)."""
+    initial_concurrency: int = Field(default=4, ge=1)
+    """Where the ramp starts before the first `x-ms-dop-hint` arrives."""
+    retry_after_margin: float = Field(default=0.02, ge=0)
+    """Seconds added to every Retry-After: a request must not arrive even slightly early."""
+    release_spread: float = Field(default=0.25, ge=0)
+    """After a throttling pause, the queued requests are released evenly over at most this many seconds."""
+
+
+class Governor:
+    """Admission control for one application user. Use `async with governor.slot(): send(...)`."""
+
+    def __init__(
+        self,
+        config: GovernorConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config or GovernorConfig()
+        self._clock = clock
+        self._ceiling = self.config.max_concurrency
+        self._limit = float(min(self.config.initial_concurrency, self._ceiling))
+        self._in_flight = 0
+        self._waiting = 0
+        self._blocked_until = 0.0
+        self._next_start = 0.0
+        self._spacing_left = 0
+        self._spacing = 0.0
+        self._cond = asyncio.Condition()
+        self.throttled = 0
+        """429s seen by this user."""
+        self.sent = 0
+        """Requests admitted."""
+        self.dop_hint: int | None = None
+
+    # -- state read by the lane picker --
+    @property
+    def limit(self) -> int:
+        return max(1, int(self._limit))
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def blocked_until(self) -> float:
+        return self._blocked_until
+
+    def load(self, now: float) -> tuple[float, float]:
+        """Sort key for picking the least busy user: when it can send, then how full it is (queue included)."""
+        ready = max(self._blocked_until, self._next_start, now)
+        return (ready, (self._in_flight + self._waiting) / self.limit)
+
+    # -- admission --
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        await self._acquire()
+        try:
+            yield
+        finally:
+            await self._release()
+
+    async def _acquire(self) -> None:
+        self._waiting += 1
+        try:
+            await self._wait_turn()
+        finally:
+            self._waiting -= 1
+
+    async def _wait_turn(self) -> None:
+        async with self._cond:
+            while True:
+                now = self._clock()
+                ready_at = max(self._blocked_until, self._next_start)
+                if now >= ready_at and self._in_flight < self.limit:
+                    break
+                timeout = ready_at - now if now < ready_at else None
+                try:
+                    await asyncio.wait_for(self._cond.wait(), timeout)
+                except TimeoutError:
+                    pass
+            self._in_flight += 1
+            self.sent += 1
+            if self._spacing_left > 0:
+                self._spacing_left -= 1
+                self._next_start = now + self._spacing
+
+    async def _release(self) -> None:
+        async with self._cond:
+            self._in_flight -= 1
+            self._cond.notify_all()
+
+    # -- feedback from responses --
+    def observe(self, dop_hint: str | None) -> None:
+        """Every response: adopt `x-ms-dop-hint` as the ceiling (under the configured cap)."""
+        if dop_hint:
+            try:
+                hint = int(dop_hint)
+            except ValueError:
+                return
+            if hint >= 1:
+                self.dop_hint = hint
+                self._ceiling = min(hint, self.config.max_concurrency)
+                self._limit = min(self._limit, float(self._ceiling))
+
+    def succeeded(self) -> None:
+        """A request went through: grow by one per `limit` successes, up to the ceiling."""
+        if self._limit < self._ceiling:
+            self._limit = min(float(self._ceiling), self._limit + 1.0 / self._limit)
+
+    async def throttled_for(self, retry_after: float) -> None:
+        """A 429: block this user until Retry-After has passed, halve concurrency, spread the restart."""
+        self.throttled += 1
+        async with self._cond:
+            until = self._clock() + retry_after + self.config.retry_after_margin
+            self._blocked_until = max(self._blocked_until, until)
+            self._limit = max(1.0, self._limit / 2)
+            self._spacing_left = self.limit
+            self._spacing = min(self.config.release_spread, max(retry_after, 0.01)) / self.limit
+            self._next_start = max(self._next_start, self._blocked_until)
+            self._cond.notify_all()
+
+
+__all__ = ["Governor", "GovernorConfig"]

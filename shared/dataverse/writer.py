@@ -1,0 +1,454 @@
+"""The bulk writer: upsert many rows of one table by source key, at the service-protection limit, with a per-row outcome.
+
+Every write is an upsert, so a retry, a rerun or a delta pickup never duplicates a row:
+- tables with an alternate key on the source-key column and `UpsertMultiple` support: one
+  `UpsertMultiple` per chunk (`@odata.id` = key reference, key columns kept out of the body);
+- other tables (appointment, annotation): `$batch` of `PATCH <set>(<key>)` upserts with
+  `Prefer: odata.continue-on-error`. Without an alternate key the row is addressed by a GUID derived
+  from the table and source key (uuid5), so the same source row always lands on the same record.
+
+`UpsertMultiple` on a standard table is all-or-nothing (reference/dataverse.md §6): when one row is
+refused, the chunk is re-sent as a continue-on-error `$batch` so the bad row is reported and the
+others are written. Chunks halve on 413 and on timeouts and grow back slowly after successes.
+Create-only columns (`overriddencreatedon`) are sent only for rows that do not exist yet: existence
+is read before writing, which also tells `created` from `updated` and gives the journal its ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.dataverse.batch import MAX_BATCH_OPERATIONS, BatchOperation, decode_batch, encode_batch
+from shared.dataverse.client import DataverseClient, format_key, odata_literal
+from shared.errors import (
+    DataverseRecordRejected,
+    DataverseRequestTooLarge,
+    DataverseUnavailable,
+)
+
+ROW_ID_NAMESPACE = uuid.UUID("6d1f0c52-8a3e-4d8e-9a51-2b7e3c9f4a10")
+"""Namespace of the deterministic record ids of tables without an alternate key. Never change it."""
+
+MAX_FILTER_URL = 16_000
+"""Characters of `$filter` per existence read; Microsoft's SDK caps GET URLs at 32,768."""
+
+Action = Literal["created", "updated", "failed"]
+
+
+@dataclass(frozen=True)
+class WriteRow:
+    """One row to write: its source key and its column values (logical names, `x@odata.bind` for lookups)."""
+
+    source_key: str
+    values: dict[str, Any] = field(repr=False)  # repr=False: values are patient data
+
+
+class RowOutcome(BaseModel):
+    """What happened to one row. Messages hold codes and names only, never values."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    source_key: str
+    target_id: str | None = None
+    action: Action
+    error_code: str | None = None
+    """The Dataverse error code (`0x80044331`), or one of ours: `duplicate_in_input`, `too_large`, `gave_up`."""
+    status: int | None = None
+
+
+class TableTarget(BaseModel):
+    """Where rows go. Build it from `schema.read_table` (entity set names are read, never computed)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    logical_name: str
+    entity_set: str
+    primary_id: str
+    key_column: str | None = None
+    """Logical name of the source-key column that has an Active alternate key; None: address by uuid5 id."""
+    bulk: bool | None = None
+    """Use UpsertMultiple; None = ask `sdkmessagefilters` once."""
+    create_only: tuple[str, ...] = ("overriddencreatedon",)
+    """Columns valid on create only: dropped from rows that already exist."""
+
+
+class WriterConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_chunk: int = Field(default=1000, ge=1)
+    """Largest UpsertMultiple chunk; Microsoft suggests starting at 100-1,000 records."""
+    batch_chunk: int = Field(default=200, ge=1, le=MAX_BATCH_OPERATIONS)
+    """Largest $batch (operations)."""
+    parallel_per_user: int = Field(default=4, ge=1)
+    """Chunks in flight per application user. Same-table bulk writes in parallel can deadlock on a real
+    server (SQL 1205, reference/dataverse.md §6): lower this if the environment reports it."""
+    max_row_attempts: int = Field(default=5, ge=1)
+    """Times one row may come back transient (5xx/429 part) before it is reported `gave_up`."""
+
+
+class WriteReport(BaseModel):
+    outcomes: list[RowOutcome]
+    created: int = 0
+    updated: int = 0
+    failed: int = 0
+    requests: int = 0
+    """HTTP requests this write sent (including retries and existence reads)."""
+    halvings: int = 0
+    fallbacks: int = 0
+    """Chunks re-sent as continue-on-error $batch after UpsertMultiple refused one of their rows."""
+
+
+def row_id(logical_name: str, source_key: str) -> str:
+    """The deterministic record id of a source row in a table without an alternate key."""
+    return str(uuid.uuid5(ROW_ID_NAMESPACE, f"{logical_name}:{source_key}"))
+
+
+class BulkWriter:
+    """Writes rows to tables through one `DataverseClient`. Reusable across tables and calls."""
+
+    def __init__(self, client: DataverseClient, config: WriterConfig | None = None) -> None:
+        self.client = client
+        self.config = config or WriterConfig()
+        self._bulk_support: dict[str, bool] = {}
+        self._api_path = "/" + client.config.api_base.split("://", 1)[1].split("/", 1)[1]
+
+    async def supports_upsert_multiple(self, logical_name: str) -> bool:
+        """Whether the table lists UpsertMultiple among its messages (reference/dataverse.md §6), cached."""
+        if logical_name not in self._bulk_support:
+            rows = await self.client.query_all(
+                "sdkmessagefilters",
+                select=["sdkmessagefilterid"],
+                filter=(
+                    "sdkmessageid/name eq 'UpsertMultiple' and primaryobjecttypecode eq "
+                    f"{odata_literal(logical_name)}"
+                ),
+            )
+            self._bulk_support[logical_name] = bool(rows)
+        return self._bulk_support[logical_name]
+
+    async def write(self, target: TableTarget, rows: Sequence[WriteRow]) -> WriteReport:
+        """Upsert every row; return one outcome per input row, in input order.
+
+        Raises only Fatal errors (auth, retry budget exhausted, misconfiguration); per-row problems are outcomes.
+        """
+        before = self.client.requests_sent
+        outcomes: dict[int, RowOutcome] = {}
+        seen: dict[str, int] = {}
+        todo: list[int] = []
+        for i, row in enumerate(rows):
+            if row.source_key in seen:
+                outcomes[i] = RowOutcome(
+                    source_key=row.source_key, action="failed", error_code="duplicate_in_input"
+                )
+                continue
+            seen[row.source_key] = i
+            todo.append(i)
+        bulk = target.key_column is not None and (
+            target.bulk
+            if target.bulk is not None
+            else await self.supports_upsert_multiple(target.logical_name)
+        )
+        run = _Run(self, target, rows, outcomes, bulk)
+        await run.go(todo)
+        ordered = [outcomes[i] for i in range(len(rows))]
+        return WriteReport(
+            outcomes=ordered,
+            created=sum(o.action == "created" for o in ordered),
+            updated=sum(o.action == "updated" for o in ordered),
+            failed=sum(o.action == "failed" for o in ordered),
+            requests=self.client.requests_sent - before,
+            halvings=run.halvings,
+            fallbacks=run.fallbacks,
+        )
+
+
+class _Run:
+    """One `write` call: a queue of slices worked by a few concurrent workers."""
+
+    def __init__(
+        self,
+        writer: BulkWriter,
+        target: TableTarget,
+        rows: Sequence[WriteRow],
+        outcomes: dict[int, RowOutcome],
+        bulk: bool,
+    ) -> None:
+        self.w = writer
+        self.client = writer.client
+        self.t = target
+        self.rows = rows
+        self.outcomes = outcomes
+        self.bulk = bulk
+        cfg = writer.config
+        self.chunk = cfg.max_chunk if bulk else cfg.batch_chunk
+        self.max_chunk = self.chunk
+        self.attempts: dict[int, int] = {}
+        self.halvings = 0
+        self.fallbacks = 0
+        self.queue: asyncio.Queue[list[int]] = asyncio.Queue()
+        self.pending_rows = 0
+
+    # ---------------------------------------------------------------- scheduling
+    async def go(self, todo: list[int]) -> None:
+        if not todo:
+            return
+        self.pending_rows = len(todo)
+        self._enqueue(todo)
+        workers = self.w.config.parallel_per_user * len(self.client.lanes)
+        tasks = [asyncio.create_task(self._worker()) for _ in range(workers)]
+        try:
+            await self.queue.join()
+        finally:
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                raise result
+
+    def _enqueue(self, indices: list[int]) -> None:
+        size = max(1, self.chunk)
+        for start in range(0, len(indices), size):
+            self.queue.put_nowait(indices[start : start + size])
+
+    async def _worker(self) -> None:
+        while True:
+            piece = await self.queue.get()
+            try:
+                await self._process(piece)
+            except BaseException:
+                # A Fatal error: drain the queue so `join` returns and the error surfaces from `go`.
+                while not self.queue.empty():
+                    self.queue.get_nowait()
+                    self.queue.task_done()
+                raise
+            finally:
+                self.queue.task_done()
+
+    def _done(self, i: int, outcome: RowOutcome) -> None:
+        self.outcomes[i] = outcome
+
+    def _fail(self, i: int, code: str | None, status: int | None) -> None:
+        self._done(
+            i, RowOutcome(source_key=self.rows[i].source_key, action="failed", error_code=code, status=status)
+        )
+
+    def _split(self, piece: list[int], reason: str) -> None:
+        """413 or timeout: halve this piece and shrink future chunks."""
+        self.halvings += 1
+        self.chunk = max(1, min(self.chunk, len(piece) // 2))
+        half = len(piece) // 2
+        self.queue.put_nowait(piece[:half])
+        self.queue.put_nowait(piece[half:])
+
+    def _grow(self) -> None:
+        if self.chunk < self.max_chunk:
+            self.chunk = min(self.max_chunk, max(self.chunk + 1, int(self.chunk * 1.25)))
+
+    async def _process(self, piece: list[int]) -> None:
+        try:
+            if self.bulk:
+                await self._upsert_multiple(piece)
+            else:
+                await self._batch(piece)
+        except (DataverseRequestTooLarge, DataverseUnavailable) as exc:
+            too_large = isinstance(exc, DataverseRequestTooLarge)
+            if not too_large and not exc.attrs.get("timeout"):
+                raise
+            if len(piece) > 1:
+                self._split(piece, "413" if too_large else "timeout")
+            else:
+                self._fail(piece[0], "too_large" if too_large else "timeout", 413 if too_large else None)
+
+    # ---------------------------------------------------------------- addressing
+    def _key_of(self, i: int) -> dict[str, Any] | str:
+        row = self.rows[i]
+        if self.t.key_column is not None:
+            return {self.t.key_column: row.source_key}
+        return row_id(self.t.logical_name, row.source_key)
+
+    def _path_of(self, i: int) -> str:
+        key = self._key_of(i)
+        if isinstance(key, str):
+            return f"{self.t.entity_set}({key})"
+        return f"{self.t.entity_set}({format_key(key)})"
+
+    async def _existing(self, piece: list[int]) -> dict[str, str]:
+        """source key -> record id for the rows of `piece` that already exist (one GET per URL-sized group)."""
+        column = self.t.key_column or self.t.primary_id
+        values = (
+            [self.rows[i].source_key for i in piece]
+            if self.t.key_column
+            else [row_id(self.t.logical_name, self.rows[i].source_key) for i in piece]
+        )
+        found: dict[str, str] = {}
+        group: list[str] = []
+        length = 0
+        groups: list[list[str]] = []
+        for v in values:
+            lit = odata_literal(v)
+            if group and length + len(lit) + 1 > MAX_FILTER_URL:
+                groups.append(group)
+                group, length = [], 0
+            group.append(lit)
+            length += len(lit) + 1
+        if group:
+            groups.append(group)
+        for g in groups:
+            flt = f"Microsoft.Dynamics.CRM.In(PropertyName={odata_literal(column)},PropertyValues=[{','.join(g)}])"
+            select = [self.t.primary_id] + ([column] if column != self.t.primary_id else [])
+            async for row in self.client.query(self.t.entity_set, select=select, filter=flt):
+                found[str(row[column])] = str(row[self.t.primary_id])
+        if self.t.key_column:
+            return found
+        by_id = {row_id(self.t.logical_name, self.rows[i].source_key): self.rows[i].source_key for i in piece}
+        return {by_id[k]: v for k, v in found.items() if k in by_id}
+
+    def _body(self, i: int, exists: bool) -> dict[str, Any]:
+        values = {k: v for k, v in self.rows[i].values.items() if k != self.t.key_column}
+        if exists:
+            for name in self.t.create_only:
+                values.pop(name, None)
+        return values
+
+    # ---------------------------------------------------------------- UpsertMultiple
+    async def _upsert_multiple(self, piece: list[int]) -> None:
+        existing = await self._existing(piece)
+        targets = []
+        for i in piece:
+            body = self._body(i, self.rows[i].source_key in existing)
+            body["@odata.type"] = f"Microsoft.Dynamics.CRM.{self.t.logical_name}"
+            body["@odata.id"] = self._path_of(i)
+            targets.append(body)
+        try:
+            await self.client.request(
+                "POST",
+                f"{self.t.entity_set}/Microsoft.Dynamics.CRM.UpsertMultiple",
+                json={"Targets": targets},
+                headers={"Content-Type": "application/json"},
+                retry_timeouts=False,
+            )
+        except DataverseRecordRejected:
+            # All-or-nothing on standard tables: one bad row refused the whole chunk. Isolate it.
+            self.fallbacks += 1
+            await self._batch(piece, existing=existing)
+            return
+        new = [i for i in piece if self.rows[i].source_key not in existing]
+        created_ids = await self._existing(new) if new else {}
+        for i in piece:
+            key = self.rows[i].source_key
+            if key in existing:
+                self._done(i, RowOutcome(source_key=key, target_id=existing[key], action="updated"))
+            else:
+                self._done(i, RowOutcome(source_key=key, target_id=created_ids.get(key), action="created"))
+        self._grow()
+
+    # ---------------------------------------------------------------- $batch
+    async def _batch(self, piece: list[int], existing: dict[str, str] | None = None) -> None:
+        if len(piece) > MAX_BATCH_OPERATIONS:
+            half = len(piece) // 2
+            await self._batch(piece[:half], existing)
+            await self._batch(piece[half:], existing)
+            return
+        if existing is None and any(
+            name in self.rows[i].values for i in piece for name in self.t.create_only
+        ):
+            existing = await self._existing(piece)
+        known = existing or {}
+        ops = [
+            BatchOperation(
+                "PATCH",
+                f"{self._path_of(i)}?$select={self.t.primary_id}",
+                self._body(i, self.rows[i].source_key in known),
+                {"Prefer": "return=representation"},
+            )
+            for i in piece
+        ]
+        content, content_type = encode_batch(ops, self._api_path)
+        response = await self.client.request(
+            "POST",
+            "$batch",
+            content=content,
+            headers={"Content-Type": content_type, "Prefer": "odata.continue-on-error"},
+            retry_timeouts=False,
+        )
+        parts = decode_batch(response.content, response.headers.get("Content-Type", ""))
+        if len(parts) != len(piece):
+            # The server stopped early (should not happen with continue-on-error): resend what has no answer.
+            answered, rest = piece[: len(parts)], piece[len(parts) :]
+        else:
+            answered, rest = piece, []
+        retry: list[int] = []
+        for i, part in zip(answered, parts, strict=False):
+            key = self.rows[i].source_key
+            if 200 <= part.status < 300:
+                target_id = None
+                if isinstance(part.body, dict) and self.t.primary_id in part.body:
+                    target_id = str(part.body[self.t.primary_id])
+                elif part.header("OData-EntityId"):
+                    try:
+                        target_id = _id_in(part.header("OData-EntityId") or "")
+                    except ValueError:
+                        target_id = known.get(key)
+                if target_id is None:
+                    target_id = known.get(key)
+                if part.status == 201:
+                    action: Action = "created"
+                elif part.status == 200:
+                    action = "updated"
+                else:
+                    action = "updated" if key in known else "created"
+                if target_id is None and self.t.key_column is None:
+                    target_id = row_id(self.t.logical_name, key)
+                self._done(i, RowOutcome(source_key=key, target_id=target_id, action=action))
+            elif part.status == 429 or part.status >= 500:
+                retry.append(i)
+            else:
+                code = _part_code(part.body)
+                self._done(
+                    i, RowOutcome(source_key=key, action="failed", error_code=code, status=part.status)
+                )
+        retry += rest
+        again: list[int] = []
+        for i in retry:
+            self.attempts[i] = self.attempts.get(i, 0) + 1
+            if self.attempts[i] >= self.w.config.max_row_attempts:
+                self._fail(i, "gave_up", None)
+            else:
+                again.append(i)
+        if again:
+            await asyncio.sleep(0.5)
+            self.queue.put_nowait(again)
+        else:
+            self._grow()
+
+
+def _id_in(entity_id: str) -> str:
+    value = entity_id[entity_id.rindex("(") + 1 : entity_id.rindex(")")]
+    uuid.UUID(value)  # a key-form reference (`contacts(k='v')`) is not an id
+    return value
+
+
+def _part_code(body: Any) -> str | None:
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        code = body["error"].get("code")
+        return str(code) if code else None
+    return None
+
+
+__all__ = [
+    "ROW_ID_NAMESPACE",
+    "BulkWriter",
+    "RowOutcome",
+    "TableTarget",
+    "WriteReport",
+    "WriteRow",
+    "WriterConfig",
+    "row_id",
+]

@@ -1,0 +1,22 @@
+"""The Dentrix export bundle contract: table registry, row models, manifest, normalisers, cloud reader."""
+
+from __future__ import annotations
+
+from shared.dentrix.manifest import BUNDLE_FORMAT, DEFAULT_PART_ROWS, MANIFEST_NAME, Manifest
+from shared.dentrix.models import ROW_MODELS, row_model
+from shared.dentrix.tables import TABLE_NAMES, TABLES, Column, Table, get_table, parents_of
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "DEFAULT_PART_ROWS",
+    "MANIFEST_NAME",
+    "ROW_MODELS",
+    "TABLES",
+    "TABLE_NAMES",
+    "Column",
+    "Manifest",
+    "Table",
+    "get_table",
+    "parents_of",
+    "row_model",
+]
