@@ -34,6 +34,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="file holding the host key (created with a random key if missing); "
                              "or set DEVHOST_KEY")
     parser.add_argument("--log-level", default="INFO")
+    # DEVHOST_PRINCIPAL (environment): a base64 x-ms-client-principal the host adds to requests that
+    # carry none, as App Service Authentication would after signing a user in.
     return parser.parse_args(argv)
 
 
@@ -76,7 +78,8 @@ async def _serve(args: argparse.Namespace) -> None:
         max_activities=int(durable.get("maxConcurrentActivityFunctions", 8)),
         max_orchestrations=int(durable.get("maxConcurrentOrchestratorFunctions", 4)),
     )
-    host = LocalHost(functions, hub, host_key=_host_key(args.key_file), port=args.port, host=args.host)
+    host = LocalHost(functions, hub, host_key=_host_key(args.key_file), port=args.port, host=args.host,
+                     principal=os.environ.get("DEVHOST_PRINCIPAL") or None)
     await host.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -85,13 +85,15 @@ class LocalHost:
     """Serves one function app on one loopback port, backed by one task hub."""
 
     def __init__(self, functions: FunctionIndex, hub: TaskHub, *, host_key: str, port: int,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", principal: str | None = None) -> None:
         self.functions = functions
         self.hub = hub
         self.host_key = host_key
         self.port = port
         self.host = host
         self.base_url = f"http://{host}:{port}"
+        # Plays App Service Authentication: requests without a principal get this one.
+        self.principal = principal
         self._runner: web.AppRunner | None = None
         self._timer_tasks: list[asyncio.Task[Any]] = []
         hub.binding_factory = self.client_binding
@@ -168,10 +170,13 @@ class LocalHost:
             return web.Response(status=401)
         started = time.perf_counter()
         body = await request.read()
+        headers = dict(request.headers)
+        if self.principal and not any(name.lower() == "x-ms-client-principal" for name in headers):
+            headers["x-ms-client-principal"] = self.principal
         http_request = func.HttpRequest(
             method=request.method,
             url=str(request.url),
-            headers=dict(request.headers),
+            headers=headers,
             params=dict(request.query),
             route_params=route_params,
             body=body,

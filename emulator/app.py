@@ -162,7 +162,7 @@ def build_app(emu: Emulator) -> web.Application:
             emu.governor.admit(app_id, clock.now())
         except ApiError as err:
             return _to_web(ApiResponse.of_error(err), emu.governor.headers(app_id, clock.now()))
-        records, started = 0, clock.now()
+        records, cost = 0, request_cost(cfg, 0)
         lock_kind = None
         try:
             body = await request.read()
@@ -187,8 +187,7 @@ def build_app(emu: Emulator) -> web.Application:
                 emu.customization_busy = False
             elif lock_kind == "publish":
                 emu.publish_busy = False
-            emu.governor.release(app_id, clock.now(), max(clock.now() - started, request_cost(cfg, records)),
-                                 records)
+            emu.governor.release(app_id, clock.now(), cost, records)
         if resp.status >= 400:
             budget.counters["errors"] += 1
         if cfg.costs.network_latency_seconds:

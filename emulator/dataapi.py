@@ -4,6 +4,7 @@ bulk messages, metadata, $batch. Synchronous on purpose: one request's state cha
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 from urllib.parse import quote
 
@@ -14,7 +15,7 @@ from emulator.odata import parse_filter, parse_key, parse_orderby, parse_segment
     split_outside
 from emulator.store import Store
 
-SYSTEM_CONTEXT = "$metadata"
+log = logging.getLogger("emulator")
 
 
 def dispatch(store: Store, req: ApiRequest) -> ApiResponse:
@@ -24,6 +25,9 @@ def dispatch(store: Store, req: ApiRequest) -> ApiResponse:
         return _route(store, req)
     except ApiError as err:
         return ApiResponse.of_error(err, req.annotations)
+    except Exception:  # an emulator bug must look like a server fault, not hang the client
+        log.exception("emulator failed on %s %s", req.method, req.path.split("(")[0])
+        return ApiResponse.of_error(ApiError(500, "0x80040265", "An unexpected error occurred."))
 
 
 def _route(store: Store, req: ApiRequest) -> ApiResponse:

@@ -231,7 +231,7 @@ def apply_body(store: Store, e: dict[str, Any], body: dict[str, Any], row: dict[
 
 
 def _finish_row(store: Store, e: dict[str, Any], row: dict[str, Any], old: dict[str, Any] | None,
-                req: ApiRequest) -> None:
+                req: ApiRequest, body: dict[str, Any]) -> None:
     """System columns and table-specific rules after the body was applied."""
     table = e["LogicalName"]
     now = now_iso()

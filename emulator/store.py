@@ -87,6 +87,7 @@ class Store:
         self.blobs: dict[str, bytes] = {}
         self.snapshots: dict[str, tuple[dict[str, Any], dict[str, bytes]]] = {}
         self._undo: list[tuple[str, str, dict[str, Any] | None]] | None = None
+        self._marks: list[int] = []
         self._key_index: dict[tuple[str, str], dict[tuple[Any, ...], str]] = {}
         self.dirty = False
         self.rebuild_indexes()
@@ -118,15 +119,20 @@ class Store:
 
     # ---------- transactions ----------
     def begin(self) -> None:
-        """Start recording undo information (change sets, bulk messages). Not nested."""
-        self._undo = []
+        """Start recording undo information (change sets, bulk messages). Nests: a bulk call in a change set."""
+        if self._undo is None:
+            self._undo = []
+        self._marks.append(len(self._undo))
 
     def commit(self) -> None:
-        self._undo = None
+        self._marks.pop()
+        if not self._marks:
+            self._undo = None
 
     def rollback(self) -> None:
-        undo, self._undo = self._undo or [], None
-        for table, row_id, old in reversed(undo):
+        mark = self._marks.pop()
+        undo = self._undo or []
+        for table, row_id, old in reversed(undo[mark:]):
             current = self.rows(table).get(row_id)
             if current is not None:
                 self._unindex(table, row_id, current)
@@ -135,6 +141,9 @@ class Store:
             else:
                 self.rows(table)[row_id] = old
                 self._index(table, row_id, old)
+        del undo[mark:]
+        if not self._marks:
+            self._undo = None
 
     def put_row(self, table: str, row_id: str, row: dict[str, Any]) -> None:
         old = self.rows(table).get(row_id)

@@ -372,6 +372,7 @@ output SERVICE_API_NAME string = api.outputs.SERVICE_API_NAME
 output SERVICE_API_URI string = api.outputs.SERVICE_API_URI
 output AZURE_FUNCTION_NAME string = api.outputs.SERVICE_API_NAME
 output AZURE_API_IDENTITY_CLIENT_ID string = apiUserAssignedIdentity.outputs.clientId
+output AZURE_API_IDENTITY_PRINCIPAL_ID string = apiUserAssignedIdentity.outputs.principalId
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.name

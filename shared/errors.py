@@ -3,6 +3,11 @@
     BridgeworkError
     ├── ConfigurationError     a setting is missing or wrong: fix the configuration
     ├── BundleError            the export bundle is malformed or incomplete: re-run the agent
+    │   ├── BundleRefused                   the bundle does not match its manifest (Fatal); leaves:
+    │   │   BundleManifestInvalid, BundleFileMissing, BundleHashMismatch, BundleRowCountMismatch,
+    │   │   BundleColumnMismatch, BundleCorrupt, BundleUnsafePath
+    │   ├── BundleCredentialRefused         the agent was given a key / connection string, not a SAS (Fatal)
+    │   └── BundleUploadFailed              blob upload failed after its retries (Retriable)
     ├── MappingError           the field map is invalid: edit it and approve again
     │   ├── MappingInvalid                  a map or an edit breaks the rules: carries field errors (Fatal)
     │   ├── MappingNotApproved              a frozen version's content hash does not match (Fatal)
@@ -218,3 +223,73 @@ class SchemaPlanRefused(MappingError, Fatal):
     def __init__(self, message: str, problems: list[dict[str, object]] | None = None, **attrs: object) -> None:
         super().__init__(message, **attrs)
         self.problems = list(problems or [])
+
+
+# -- Bundle (Dentrix export bundle: agent and cloud reader) -----------------------------------------
+
+
+class BundleRefused(BundleError, Fatal):
+    """The bundle as a whole is refused: nothing of it may be loaded. Carries `file`, and where known
+    `line` and `field`; the message names the exact problem and says to re-run the agent."""
+
+    code = "bundle_refused"
+
+    def __init__(self, message: str, file: str | None = None, line: int | None = None,
+                 field: str | None = None, **attrs: object) -> None:
+        super().__init__(message, file=file, line=line, field=field, **attrs)
+        self.file, self.line, self.field = file, line, field
+
+
+class BundleManifestInvalid(BundleRefused):
+    """manifest.json is missing, not JSON, or breaks the manifest contract (format, tables, columns)."""
+
+    code = "bundle_manifest_invalid"
+
+
+class BundleFileMissing(BundleRefused):
+    """A part, key list or binary the manifest lists is not in the bundle."""
+
+    code = "bundle_file_missing"
+
+
+class BundleHashMismatch(BundleRefused):
+    """A file's sha256 (or size) differs from the manifest: changed or damaged after extraction."""
+
+    code = "bundle_hash_mismatch"
+
+
+class BundleRowCountMismatch(BundleRefused):
+    """A part holds more or fewer lines than the manifest says (e.g. truncated)."""
+
+    code = "bundle_row_count_mismatch"
+
+
+class BundleColumnMismatch(BundleRefused):
+    """A row's columns or a value's JSON type differ from the columns the manifest declares, or the
+    manifest's columns differ from the bundle contract."""
+
+    code = "bundle_column_mismatch"
+
+
+class BundleCorrupt(BundleRefused):
+    """A part is not valid gzip, or a line is not a JSON object."""
+
+    code = "bundle_corrupt"
+
+
+class BundleUnsafePath(BundleRefused):
+    """A manifest path is not one of the bundle's documented shapes (e.g. tries `../` or an absolute path)."""
+
+    code = "bundle_unsafe_path"
+
+
+class BundleCredentialRefused(BundleError, Fatal):
+    """The agent was handed an account key or connection string: it accepts a SAS URL only."""
+
+    code = "bundle_credential_refused"
+
+
+class BundleUploadFailed(BundleError, Retriable):
+    """A blob could not be uploaded after the retries; run the upload again (it resumes)."""
+
+    code = "bundle_upload_failed"

@@ -17,6 +17,7 @@ is read before writing, which also tells `created` from `updated` and gives the 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -292,7 +293,7 @@ class _Run:
         length = 0
         groups: list[list[str]] = []
         for v in values:
-            lit = odata_literal(v)
+            lit = _in_literal(v)
             if group and length + len(lit) + 1 > MAX_FILTER_URL:
                 groups.append(group)
                 group, length = [], 0
@@ -336,8 +337,9 @@ class _Run:
             )
         except DataverseRecordRejected:
             # All-or-nothing on standard tables: one bad row refused the whole chunk. Isolate it.
+            # Existence is read again: after a retried request that had in fact landed, the first read is stale.
             self.fallbacks += 1
-            await self._batch(piece, existing=existing)
+            await self._batch(piece)
             return
         new = [i for i in piece if self.rows[i].source_key not in existing]
         created_ids = await self._existing(new) if new else {}
@@ -370,7 +372,7 @@ class _Run:
             )
             for i in piece
         ]
-        content, content_type = encode_batch(ops, self._api_path)
+        content, content_type = encode_batch(ops, self.w._api_path)
         response = await self.client.request(
             "POST",
             "$batch",
@@ -427,6 +429,14 @@ class _Run:
             self.queue.put_nowait(again)
         else:
             self._grow()
+
+
+def _in_literal(value: str) -> str:
+    # PropertyValues is read as JSON: a value with an apostrophe must be double-quoted (Microsoft Learn,
+    # "Query data using the Web API", In function); plain values keep the common single-quote form.
+    if "'" in value:
+        return json.dumps(value)
+    return f"'{value}'"
 
 
 def _id_in(entity_id: str) -> str:

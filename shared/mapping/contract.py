@@ -117,6 +117,9 @@ class StandardTable:
     columns: dict[str, StandardColumn]
     navs: dict[str, str]
     party_list: str | None = None
+    custom_columns: bool = True
+    """False where Dataverse refuses new columns (annotation): no `<prefix>_sourceid`, so rows are
+    addressed by a primary key derived from the source id instead (`rows.record_ref`)."""
 
 
 @lru_cache(maxsize=1)
@@ -131,7 +134,7 @@ def standard_tables() -> dict[str, StandardTable]:
         }
         out[name] = StandardTable(
             name, t["entity_set"], t["primary_id"], bool(t["has_notes"]), cols, dict(t["navs"] or {}),
-            t.get("party_list"),
+            t.get("party_list"), bool(t.get("custom_columns", True)),
         )
     return out
 

@@ -49,6 +49,9 @@ files, moved by the attachment step (SharePoint, or notes when so configured).""
 SOURCE_ID_COLUMN = "sourceid"
 """Suffix of the alternate-key column every written table carries: `<prefix>_sourceid`."""
 
+COMMON_COLUMNS: dict[str, str] = {"overriddencreatedon": "datetime"}
+"""Standard columns every table has, custom ones included (create-only; dataverse.md §4.6)."""
+
 STRING_MAX = 4000
 MEMO_MAX = 1_048_576
 DEFAULT_STRING_LENGTH = 100
@@ -435,6 +438,13 @@ class _Checker:
                 yield self.err(loc + ("name",), "duplicate_table_map", f"table map {t.name} is listed twice")
             names.add(t.name)
             yield from self.table(t, loc, prefixes)
+            for j, lk in enumerate(t.lookups):
+                key = (t.target_table, lk.nav.lower())
+                if t.enabled and self.is_custom(lk.nav) and column_types.get(key, ("lookup",))[0] != "lookup":
+                    yield self.err(loc + ("lookups", j, "nav"), "lookup_clashes_with_column",
+                                   f"{t.target_table}.{lk.nav.lower()} is already a column in map {column_types[key][1]}")
+                elif t.enabled:
+                    column_types.setdefault(key, ("lookup", t.name))
             for j, f in enumerate(t.fields):
                 key = (t.target_table, f.target)
                 if key in column_types and column_types[key][0] != f.type and t.enabled:
@@ -541,6 +551,10 @@ class _Checker:
         # 1. the column must be able to exist on the target table
         max_len_cap: int | None = None
         if self.is_custom(f.target):
+            if std is not None and not std.custom_columns:
+                yield self.err(loc + ("target",), "column_cannot_exist",
+                               f"{t.target_table} takes no custom columns")
+                return
             if not self.custom_name.match(f.target):
                 yield self.err(loc + ("target",), "column_cannot_exist",
                                f"{f.target}: custom column names are {self.spec.publisher_prefix}_ + lowercase letters, digits, _")
@@ -548,6 +562,11 @@ class _Checker:
             if f.type == "picklist" and f.picklist in self.spec.picklists and self.spec.picklists[f.picklist].standard:
                 yield self.err(loc + ("transform", "args", "picklist"), "standard_picklist_on_custom_column",
                                f"picklist {f.picklist} holds a standard column's values")
+        elif std is None and f.target in COMMON_COLUMNS:
+            if COMMON_COLUMNS[f.target] != f.type:
+                yield self.err(loc + ("type",), "type_cannot_hold",
+                               f"{f.target} is a {COMMON_COLUMNS[f.target]} column, not {f.type}")
+                return
         elif std is None:
             yield self.err(loc + ("target",), "column_cannot_exist",
                            f"{t.target_table} is a custom table: its columns start with {self.spec.publisher_prefix}_")
@@ -657,6 +676,8 @@ class _Checker:
         if lk.nav == "ownerid":
             yield self.err(loc + ("nav",), "owner_is_not_a_lookup", "set the table map's owner column instead")
         elif self.is_custom(lk.nav):
+            if std is not None and not std.custom_columns:
+                yield self.err(loc + ("nav",), "column_cannot_exist", f"{t.target_table} takes no custom lookups")
             if not self.custom_nav.match(lk.nav):
                 yield self.err(loc + ("nav",), "column_cannot_exist", f"{lk.nav} is not a valid lookup name")
             if parent.action == "resolve":

@@ -52,6 +52,12 @@ class TransformContext:
     """Systemuser id for records whose provider is unknown or empty; None = leave the default owner."""
     entity_sets: Mapping[str, str] = field(default_factory=dict)
     """Table logical name -> EntitySetName as read from Dataverse (never computed for custom tables)."""
+    parent_ids: Mapping[str, Any] | None = None
+    """Optional: table map name -> set of Dentrix ids present in the bundle. When given, a lookup to
+    an absent parent (an orphan) is left out, or quarantines the row if the lookup is required,
+    instead of failing the whole Dataverse batch on a bind to a missing key."""
+    spec: Any = None
+    """The approved `MappingSpec` (parents' prefixes and targets, publisher prefix)."""
 
 
 TransformFn = Callable[[list[Any], Mapping[str, Any], TransformContext], Any]
@@ -331,14 +337,15 @@ def appointment_start(values: list[Any], args: Mapping[str, Any], ctx: Transform
     return None if local is None else _to_utc(local, ctx.practice_timezone)
 
 
-@_register("add_minutes", {"datetime"}, min_sources=2, max_sources=2)
+@_register("add_minutes", {"datetime"}, min_sources=2, max_sources=4)
 def add_minutes(values: list[Any], args: Mapping[str, Any], ctx: TransformContext) -> str | None:
-    """A local start plus a length in minutes, as a UTC instant (appointment end). Computed on the
+    """A start plus a length in minutes, as a UTC instant (appointment end). The start is either one
+    local datetime or Dentrix's split (date, hour, minute); the length is the last source. Added to the
     UTC start, so an appointment across a DST change keeps its real duration."""
-    start = local_to_utc([values[0]], args, ctx)
+    start = local_to_utc(values[:1], args, ctx) if len(values) == 2 else appointment_start(values[:3], args, ctx)
     if start is None:
         return None
-    length = integer([values[1]], args, ctx) or 0
+    length = integer([values[-1]], args, ctx) or 0
     if length < 0:
         raise TransformFailed("negative_length")
     moment = dt.datetime.fromisoformat(start.replace("Z", "+00:00")) + dt.timedelta(minutes=length)
@@ -493,10 +500,13 @@ def picklist(values: list[Any], args: Mapping[str, Any], ctx: TransformContext) 
 
 @_register("picklist_label", _TEXT, max_sources=None, needs_picklist=True)
 def picklist_label(values: list[Any], args: Mapping[str, Any], ctx: TransformContext) -> str | None:
-    """The label of the option `picklist` would choose, with an optional `prefix` (note subjects)."""
+    """The label of the option `picklist` would choose (the `default` option when the source is empty),
+    with an optional `prefix` (note subjects)."""
     value = picklist(values, args, ctx)
     if value is None:
-        return args.get("default_label")
+        value = args.get("default")
+    if value is None:
+        return None
     pl = ctx.picklists[str(args["picklist"])]
     return str(args.get("prefix", "")) + pl.label_of(value)
 

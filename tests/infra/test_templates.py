@@ -81,7 +81,9 @@ def code(path) -> str:
 
 
 def modules_named(reference_prefix: str) -> list[Declaration]:
-    return [d for d in all_declarations() if d.keyword == "module" and d.reference.startswith(reference_prefix)]
+    return [
+        d for d in all_declarations() if d.keyword == "module" and d.reference.startswith(reference_prefix)
+    ]
 
 
 def only(items: list[Declaration], what: str) -> Declaration:
@@ -122,7 +124,9 @@ def test_every_registry_module_is_a_pinned_azure_verified_module() -> None:
     registry = [d for d in all_declarations() if d.keyword == "module" and ":" in d.reference]
     assert len(registry) >= 8
     for module in registry:
-        assert AVM_REFERENCE.match(module.reference), f"{module.path.name}: {module.reference} is not a pinned AVM"
+        assert AVM_REFERENCE.match(module.reference), (
+            f"{module.path.name}: {module.reference} is not a pinned AVM"
+        )
 
 
 def test_pinned_avm_versions_match_the_readme_table() -> None:
@@ -131,7 +135,9 @@ def test_pinned_avm_versions_match_the_readme_table() -> None:
         for d in all_declarations()
         if d.keyword == "module" and d.reference.startswith("br/public:")
     }
-    documented = dict(re.findall(r"^\|\s*`(avm/[^`]+)`\s*\|\s*`(\d+\.\d+\.\d+)`", README.read_text(), re.MULTILINE))
+    documented = dict(
+        re.findall(r"^\|\s*`(avm/[^`]+)`\s*\|\s*`(\d+\.\d+\.\d+)`", README.read_text(), re.MULTILINE)
+    )
     assert pinned == documented
 
 
@@ -145,7 +151,11 @@ def test_each_avm_module_is_pinned_at_one_version_across_files() -> None:
 
 
 def test_local_modules_are_the_app_network_and_scheduler_ones_and_exist() -> None:
-    local = {d.reference.removeprefix("./") for d in all_declarations() if d.keyword == "module" and ":" not in d.reference}
+    local = {
+        d.reference.removeprefix("./")
+        for d in all_declarations()
+        if d.keyword == "module" and ":" not in d.reference
+    }
     assert local == LOCAL_APP_MODULES | NETWORK_MODULES | DOCUMENTED_EXCEPTIONS
     for reference in local:
         assert (INFRA / reference).is_file(), reference
@@ -183,7 +193,9 @@ def test_outputs_expose_no_secret_looking_names_or_values() -> None:
     for path in bicep_files():
         for name, value in outputs(path).items():
             assert not secret_name.search(name.replace("KEY_VAULT", "")), f"{path.name}: output {name}"
-            assert not secret_value.search(value.replace("keyVault", "")), f"{path.name}: output {name} = {value}"
+            assert not secret_value.search(value.replace("keyVault", "")), (
+                f"{path.name}: output {name} = {value}"
+            )
     assert "SERVICE_API_NAME" in outputs(MAIN)
 
 
@@ -206,9 +218,12 @@ def test_host_storage_uses_the_managed_identity_for_blob_queue_and_table() -> No
     assert re.search(r"AzureWebJobsStorage__clientId:\s*identityClientId\b", text)
     for service in ("blob", "queue", "table"):
         assert re.search(
-            rf"AzureWebJobsStorage__{service}ServiceUri:\s*stg\.properties\.primaryEndpoints\.{service}\b", text
+            rf"AzureWebJobsStorage__{service}ServiceUri:\s*stg\.properties\.primaryEndpoints\.{service}\b",
+            text,
         ), service
-    assert not re.search(r"\bAzureWebJobsStorage\s*:", text), "a plain AzureWebJobsStorage would be a connection string"
+    assert not re.search(r"\bAzureWebJobsStorage\s*:", text), (
+        "a plain AzureWebJobsStorage would be a connection string"
+    )
 
 
 def test_separate_task_hub_account_is_optional_and_reached_by_identity() -> None:
@@ -225,10 +240,14 @@ def test_separate_task_hub_account_is_optional_and_reached_by_identity() -> None
 
 def test_storage_roles_cover_blob_queue_and_table_for_the_app_identity() -> None:
     text = code(RBAC)
-    for role_var in ("storageBlobDataOwnerRoleId", "storageQueueDataContributorRoleId", "storageTableDataContributorRoleId"):
-        assert re.search(
-            rf"guid\(storageAccount\.id, managedIdentityPrincipalId, {role_var}\)", text
-        ), f"app identity lacks {role_var} on host storage"
+    for role_var in (
+        "storageBlobDataOwnerRoleId",
+        "storageQueueDataContributorRoleId",
+        "storageTableDataContributorRoleId",
+    ):
+        assert re.search(rf"guid\(storageAccount\.id, managedIdentityPrincipalId, {role_var}\)", text), (
+            f"app identity lacks {role_var} on host storage"
+        )
 
 
 # ---- the Function App ----
@@ -286,13 +305,20 @@ def test_app_settings_match_the_names_shared_settings_reads() -> None:
 
 def test_durable_task_scheduler_is_a_parameter_choice_reached_by_identity() -> None:
     main = code(MAIN)
-    assert re.search(r"@allowed\(\[\s*'AzureStorage'\s*'DurableTaskScheduler'\s*\]\)\s*param durableBackend string = 'AzureStorage'", main)
-    scheduler = only([d for d in declarations(MAIN) if d.symbol == "durableTaskScheduler"], "scheduler module")
+    assert re.search(
+        r"@allowed\(\[\s*'AzureStorage'\s*'DurableTaskScheduler'\s*\]\)\s*param durableBackend string = 'AzureStorage'",
+        main,
+    )
+    scheduler = only(
+        [d for d in declarations(MAIN) if d.symbol == "durableTaskScheduler"], "scheduler module"
+    )
     assert scheduler.condition == "useDurableTaskScheduler"
     api = code(API)
     assert re.search(r"storageProvider__type:\s*'azureManaged'", api)
     assert re.search(r"Authentication=ManagedIdentity;ClientID=\$\{identityClientId\}", api)
-    assert re.search(r"guid\(scheduler\.id, managedIdentityPrincipalId, durableTaskDataContributorRoleId\)", code(RBAC))
+    assert re.search(
+        r"guid\(scheduler\.id, managedIdentityPrincipalId, durableTaskDataContributorRoleId\)", code(RBAC)
+    )
 
 
 # ---- Key Vault ----
@@ -309,7 +335,9 @@ def test_dataverse_secret_is_a_key_vault_reference_to_an_rbac_vault() -> None:
         api,
     )
     assert re.search(r"keyVaultAccessIdentityResourceId:\s*identityId\b", site().body)
-    assert re.search(r"guid\(keyVault\.id, managedIdentityPrincipalId, keyVaultSecretsUserRoleId\)", code(RBAC))
+    assert re.search(
+        r"guid\(keyVault\.id, managedIdentityPrincipalId, keyVaultSecretsUserRoleId\)", code(RBAC)
+    )
 
 
 def test_federated_identity_mode_needs_no_secret_at_all() -> None:
@@ -327,10 +355,16 @@ def test_application_insights_refuses_local_auth_and_the_app_uses_opentelemetry(
     insights = only(modules_named("br/public:avm/res/insights/component:"), "app insights module")
     assert re.search(r"\bdisableLocalAuth:\s*true\b", insights.body)
     api = code(API)
-    assert re.search(r"APPLICATIONINSIGHTS_AUTHENTICATION_STRING:\s*'ClientId=\$\{identityClientId\};Authorization=AAD'", api)
+    assert re.search(
+        r"APPLICATIONINSIGHTS_AUTHENTICATION_STRING:\s*'ClientId=\$\{identityClientId\};Authorization=AAD'",
+        api,
+    )
     assert re.search(r"AzureFunctionsJobHost__telemetryMode:\s*'OpenTelemetry'", api)
     assert re.search(r"PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY:\s*'true'", api)
-    assert re.search(r"guid\(applicationInsights\.id, managedIdentityPrincipalId, monitoringMetricsPublisherRoleId\)", code(RBAC))
+    assert re.search(
+        r"guid\(applicationInsights\.id, managedIdentityPrincipalId, monitoringMetricsPublisherRoleId\)",
+        code(RBAC),
+    )
 
 
 # ---- App Service Authentication ----
@@ -344,7 +378,9 @@ def test_app_service_authentication_validates_entra_id_tokens() -> None:
     aad = block_after(auth, "azureActiveDirectory")
     assert re.search(r"\benabled:\s*true\b", aad)
     assert re.search(r"clientId:\s*authClientId\b", aad)
-    assert re.search(r"openIdIssuer:\s*'\$\{environment\(\)\.authentication\.loginEndpoint\}\$\{authTenantId\}/v2\.0'", aad)
+    assert re.search(
+        r"openIdIssuer:\s*'\$\{environment\(\)\.authentication\.loginEndpoint\}\$\{authTenantId\}/v2\.0'", aad
+    )
     assert "api://${authClientId}" in aad
     assert re.search(r"requireHttps:\s*true", auth)
     assert "clientSecretSettingName" not in auth, "a bearer-token API needs no client secret"
@@ -362,13 +398,17 @@ def test_every_role_guid_is_a_known_role_named_in_its_comment() -> None:
                 guid = guid.lower()
                 assert guid in KNOWN_ROLES, f"{path.name}:{number}: unknown GUID {guid}"
                 comment = line.split("//", 1)[1] if "//" in line else ""
-                assert KNOWN_ROLES[guid] in comment, f"{path.name}:{number}: comment must name {KNOWN_ROLES[guid]}"
+                assert KNOWN_ROLES[guid] in comment, (
+                    f"{path.name}:{number}: comment must name {KNOWN_ROLES[guid]}"
+                )
                 seen.add(guid)
     assert seen == set(KNOWN_ROLES)
 
 
 def test_role_assignments_are_named_by_scope_principal_and_role() -> None:
-    assignments = [d for d in all_declarations() if d.reference.startswith("Microsoft.Authorization/roleAssignments@")]
+    assignments = [
+        d for d in all_declarations() if d.reference.startswith("Microsoft.Authorization/roleAssignments@")
+    ]
     assert len(assignments) >= 10
     for a in assignments:
         name = re.search(r"\bname:\s*guid\((\w+)\.id,\s*(\w+),\s*(\w+)\)", a.body)
@@ -401,7 +441,10 @@ def test_abbreviations_cover_every_name_prefix_used() -> None:
     abbreviations = json.loads((INFRA / "abbreviations.json").read_text())
     used = set(re.findall(r"\babbrs\.(\w+)", code(MAIN)))
     assert used and used <= set(abbreviations), used - set(abbreviations)
-    assert re.search(r"resourceToken = toLower\(uniqueString\(subscription\(\)\.id, environmentName, location\)\)", code(MAIN))
+    assert re.search(
+        r"resourceToken = toLower\(uniqueString\(subscription\(\)\.id, environmentName, location\)\)",
+        code(MAIN),
+    )
 
 
 def test_function_app_carries_the_azd_service_tag() -> None:
@@ -420,7 +463,10 @@ def test_azure_yaml_declares_one_python_function_service_at_the_repo_root() -> N
     assert api["language"] == "python" and api["host"] == "function"
 
 
-@pytest.mark.parametrize("folder", ["agent", "devhost", "emulator", "devtools", "bench", "tests", "infra", "node_modules", ".venv", "docs"])
+@pytest.mark.parametrize(
+    "folder",
+    ["agent", "devhost", "emulator", "devtools", "bench", "tests", "infra", "node_modules", ".venv", "docs"],
+)
 def test_funcignore_keeps_dev_only_folders_out_of_the_package(folder: str) -> None:
     lines = {line.strip().rstrip("/") for line in (REPO_ROOT / ".funcignore").read_text().splitlines()}
     assert folder in lines
@@ -445,5 +491,26 @@ def test_requirements_are_pinned_and_leave_out_the_worker() -> None:
 
 def test_host_json_uses_the_v4_bundle_range_and_the_task_hub_setting() -> None:
     host = json.loads((REPO_ROOT / "host.json").read_text())
-    assert host["extensionBundle"] == {"id": "Microsoft.Azure.Functions.ExtensionBundle", "version": "[4.*, 5.0.0)"}
+    assert host["extensionBundle"] == {
+        "id": "Microsoft.Azure.Functions.ExtensionBundle",
+        "version": "[4.*, 5.0.0)",
+    }
     assert host["extensions"]["durableTask"]["hubName"] == "%BRIDGEWORK_TASK_HUB%"
+
+
+def test_local_module_calls_pass_declared_parameters_and_every_required_one() -> None:
+    checked = 0
+    for d in all_declarations():
+        if d.keyword != "module" or ":" in d.reference:
+            continue
+        target = d.path.parent / d.reference
+        params_block = block_after(d.body, "params")
+        key_lines = re.findall(r"^(\s+)(\w+)\s*:", params_block, re.MULTILINE)
+        indent = min(len(spaces) for spaces, _ in key_lines)
+        passed = {key for spaces, key in key_lines if len(spaces) == indent}
+        declared = parameters(target)
+        assert passed <= set(declared), f"{d.symbol}: unknown {passed - set(declared)}"
+        required = {name for name, has_default in declared.items() if not has_default}
+        assert required <= passed, f"{d.symbol}: missing {required - passed}"
+        checked += 1
+    assert checked == 5  # dts, api, rbac, vnet, private-endpoints

@@ -1,0 +1,10 @@
+"""The Bridgework function app: registers each area's blueprint and nothing else."""
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from functions import activities, api, orchestrators
+
+app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+for area in (api, orchestrators, activities):
+    app.register_functions(area.bp)

@@ -1,0 +1,469 @@
+"""Read an export bundle (Blob Storage or a local folder) with flat memory, row by row, verified.
+
+Two kinds of problem, two outcomes:
+- the bundle does not match its manifest (missing file, hash, row count, columns, JSON types,
+  gzip/JSON damage, unsafe path): the whole bundle is refused with a `BundleRefused` subclass
+  naming file, line and field. `verify()` checks every file before anything is loaded, and each
+  part is checked whole before any of its rows is handed out;
+- a row breaks the contract's rules (bad date, unknown tooth, missing key, a value the agent could
+  not normalise): the row is quarantined as (file, line, field, reason), never with its values.
+For every table, loaded + quarantined = the manifest's row count.
+
+Memory is bounded by one part (at most `part_rows` rows), never by the bundle's size.
+
+Typical use (cloud side):
+
+    reader = BundleReader.from_container(container_client, f"{migration_id}/{bundle_id}/")
+    report = reader.verify()                       # raises BundleRefused, or returns counts
+    for item in reader.iter_part("patient", 0):    # one load batch
+        if isinstance(item, LoadedRow): ...        # item.row is the typed model
+        else: ...                                  # QuarantinedRow: file, line, problems
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from shared.dentrix.manifest import (
+    MANIFEST_NAME,
+    ColumnEntry,
+    Manifest,
+    PartEntry,
+    TableEntry,
+    TChangeRule,
+    check_relative_path,
+)
+from shared.dentrix.models import RowModel, row_model
+from shared.dentrix.tables import JSON_TYPE_OF_KIND, TABLE_NAMES, get_table
+from shared.errors import (
+    BundleColumnMismatch,
+    BundleCorrupt,
+    BundleFileMissing,
+    BundleHashMismatch,
+    BundleManifestInvalid,
+    BundleRowCountMismatch,
+    BundleUnsafePath,
+)
+
+UNPARSED = "_unparsed"
+RETRY_HINT = "re-run the agent's extract and upload"
+
+
+# -- where the bundle lives --------------------------------------------------------------------
+
+
+class BundleStore(Protocol):
+    """Read access to one bundle's files by bundle-relative path."""
+
+    def read_bytes(self, path: str) -> bytes:
+        """The whole file; FileNotFoundError when absent."""
+        ...
+
+    def iter_chunks(self, path: str) -> Iterator[bytes]:
+        """The file in chunks (binaries can be large); FileNotFoundError when absent."""
+        ...
+
+
+class DirectoryStore:
+    """A bundle folder on disk (the agent's `validate`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def read_bytes(self, path: str) -> bytes:
+        return (self.root / path).read_bytes()
+
+    def iter_chunks(self, path: str) -> Iterator[bytes]:
+        with open(self.root / path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                yield chunk
+
+
+class ContainerStore:
+    """A bundle under a blob prefix, through an azure.storage.blob ContainerClient (Azure or Azurite)."""
+
+    def __init__(self, container: Any, prefix: str) -> None:
+        self.container = container
+        self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+    def _download(self, path: str) -> Any:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return self.container.download_blob(self.prefix + path)
+        except ResourceNotFoundError:
+            raise FileNotFoundError(path) from None
+
+    def read_bytes(self, path: str) -> bytes:
+        return bytes(self._download(path).readall())
+
+    def iter_chunks(self, path: str) -> Iterator[bytes]:
+        yield from self._download(path).chunks()
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a row was quarantined: a field (or "(row)") and a reason; never the value."""
+
+    field: str
+    reason: str
+    code: str
+
+
+@dataclass(frozen=True)
+class LoadedRow:
+    table: str
+    file: str
+    line: int
+    key: str
+    row: RowModel
+
+
+@dataclass(frozen=True)
+class QuarantinedRow:
+    table: str
+    file: str
+    line: int
+    key: str | None
+    problems: tuple[Problem, ...]
+
+
+@dataclass
+class TableReport:
+    rows: int
+    loaded: int = 0
+    quarantined: int = 0
+
+
+@dataclass
+class BundleReport:
+    """What `verify()` found: counts per table and every quarantined row (no values)."""
+
+    bundle_id: str
+    kind: str
+    tables: dict[str, TableReport] = field(default_factory=dict)
+    quarantined: list[QuarantinedRow] = field(default_factory=list)
+    files_checked: int = 0
+
+
+_JSON_CHECK = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "mixed": lambda v: isinstance(v, str | int | float | bool),
+}
+
+
+def _json_name(value: Any) -> str:
+    for name in ("boolean", "integer", "number", "string", "object", "array"):
+        if _JSON_CHECK[name](value):
+            return name
+    return "null"
+
+
+class BundleReader:
+    """A verified, streaming view of one bundle. Construction reads and checks the manifest only."""
+
+    def __init__(self, store: BundleStore) -> None:
+        self.store = store
+        self.manifest = self._load_manifest()
+        self._files = {f.sha256 for f in self.manifest.files}
+
+    @classmethod
+    def from_container(cls, container: Any, prefix: str) -> BundleReader:
+        """Open the bundle under `prefix` (e.g. "<migration_id>/<bundle_id>/") in a ContainerClient."""
+        return cls(ContainerStore(container, prefix))
+
+    @classmethod
+    def from_directory(cls, path: Path) -> BundleReader:
+        return cls(DirectoryStore(path))
+
+    # -- manifest ------------------------------------------------------------------------------
+    def _load_manifest(self) -> Manifest:
+        try:
+            raw = self.store.read_bytes(MANIFEST_NAME)
+        except FileNotFoundError:
+            raise BundleFileMissing(f"{MANIFEST_NAME} is missing: the bundle was not committed; {RETRY_HINT}",
+                                    file=MANIFEST_NAME) from None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise BundleManifestInvalid(f"{MANIFEST_NAME} is not valid JSON; {RETRY_HINT}", file=MANIFEST_NAME) from None
+        self._check_paths(data)
+        try:
+            manifest = Manifest.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise BundleManifestInvalid(
+                f"{MANIFEST_NAME} breaks the manifest contract at {where}: {first['msg']} "
+                f"({exc.error_count()} problem(s)); {RETRY_HINT}", file=MANIFEST_NAME, field=where) from None
+        self._check_contract(manifest)
+        return manifest
+
+    @staticmethod
+    def _check_paths(data: Any) -> None:
+        """Refuse any manifest path outside the documented shapes before anything else is read."""
+        if not isinstance(data, dict):
+            return
+        for table in data.get("tables") or []:
+            if not isinstance(table, dict):
+                continue
+            name = table.get("name")
+            for group in ("parts", "keys", "changes"):
+                for part in table.get(group) or []:
+                    path = part.get("file") if isinstance(part, dict) else None
+                    if not isinstance(path, str):
+                        continue
+                    try:
+                        check_relative_path(path)
+                    except ValueError:
+                        raise BundleUnsafePath(
+                            f"{MANIFEST_NAME}: table {name!s:.40} lists file {path[:120]!r}, which is not a bundle "
+                            f"path (it must be tables/<table>/part-NNNNN.jsonl.gz; no '..', no absolute paths); "
+                            f"bundle refused", file=MANIFEST_NAME, field=f"tables.{name}.{group}") from None
+                    stem = {"parts": "part", "keys": "keys", "changes": "changes"}[group]
+                    if not path.startswith(f"tables/{name}/{stem}-"):
+                        raise BundleUnsafePath(
+                            f"{MANIFEST_NAME}: table {name!s:.40} lists file {path[:120]!r} outside its own folder "
+                            f"tables/{name}/; bundle refused", file=MANIFEST_NAME, field=f"tables.{name}.{group}")
+
+    @staticmethod
+    def _check_contract(manifest: Manifest) -> None:
+        names = {t.name for t in manifest.tables}
+        unknown = sorted(names - set(TABLE_NAMES))
+        if unknown:
+            raise BundleManifestInvalid(f"{MANIFEST_NAME} lists tables the contract does not know: {', '.join(unknown)}",
+                                        file=MANIFEST_NAME, field="tables")
+        missing = [t for t in TABLE_NAMES if t not in names]
+        if missing:
+            raise BundleManifestInvalid(f"{MANIFEST_NAME} lacks tables: {', '.join(missing)}; {RETRY_HINT}",
+                                        file=MANIFEST_NAME, field="tables")
+        for entry in manifest.tables:
+            spec = get_table(entry.name)
+            declared = {c.name: c for c in entry.columns}
+            for column in spec.columns:
+                found = declared.get(column.name)
+                expected = JSON_TYPE_OF_KIND[column.kind]
+                if found is None:
+                    raise BundleColumnMismatch(f"{MANIFEST_NAME}: table {entry.name} does not declare column "
+                                               f"{column.name}", file=MANIFEST_NAME, field=f"{entry.name}.{column.name}")
+                if found.type != expected or found.custom:
+                    raise BundleColumnMismatch(
+                        f"{MANIFEST_NAME}: table {entry.name} column {column.name} is declared {found.type}"
+                        f"{' (custom)' if found.custom else ''}; the contract says {expected}",
+                        file=MANIFEST_NAME, field=f"{entry.name}.{column.name}")
+            for name, col in declared.items():
+                if name not in spec.column_names and not col.custom:
+                    raise BundleColumnMismatch(f"{MANIFEST_NAME}: table {entry.name} column {name} is not in the "
+                                               f"contract and not marked custom", file=MANIFEST_NAME,
+                                               field=f"{entry.name}.{name}")
+        if manifest.kind == "full" and any(t.changes for t in manifest.tables):
+            raise BundleManifestInvalid(f"{MANIFEST_NAME}: a full bundle carries change lists", file=MANIFEST_NAME)
+
+    # -- raw part access -----------------------------------------------------------------------
+    def _read_part(self, part: PartEntry) -> list[bytes]:
+        """The part's lines, after checking size, sha256, gzip integrity and line count."""
+        try:
+            data = self.store.read_bytes(part.file)
+        except FileNotFoundError:
+            raise BundleFileMissing(f"{part.file} is listed in the manifest but missing from the bundle; {RETRY_HINT}",
+                                    file=part.file) from None
+        digest = hashlib.sha256(data).hexdigest()
+        lines: list[bytes] | None = None
+        problem: Exception | None = None
+        try:
+            lines = gzip.GzipFile(fileobj=io.BytesIO(data)).read().splitlines()
+        except EOFError:
+            problem = BundleCorrupt(f"{part.file} is truncated: its gzip stream ends early ({len(data)} of "
+                                    f"{part.bytes} bytes); {RETRY_HINT}", file=part.file)
+        except (OSError, zlib.error):
+            problem = BundleCorrupt(f"{part.file} is not a valid gzip file; {RETRY_HINT}", file=part.file)
+        if digest != part.sha256 or len(data) != part.bytes:
+            if problem is not None:
+                raise problem
+            if lines is not None and len(lines) != part.rows:
+                raise BundleRowCountMismatch(f"{part.file} holds {len(lines)} rows, the manifest says {part.rows}; "
+                                             f"{RETRY_HINT}", file=part.file)
+            raise BundleHashMismatch(f"{part.file}: sha256 differs from the manifest (changed or damaged after "
+                                     f"extraction); {RETRY_HINT}", file=part.file)
+        if problem is not None:  # pragma: no cover - a matching hash means the agent wrote it this way
+            raise problem
+        assert lines is not None
+        if len(lines) != part.rows:
+            raise BundleRowCountMismatch(f"{part.file} holds {len(lines)} rows, the manifest says {part.rows}",
+                                         file=part.file)
+        return lines
+
+    def _parse_part(self, entry: TableEntry, part: PartEntry) -> list[dict[str, Any]]:
+        """Every line as a dict, each checked against the manifest's columns and JSON types."""
+        columns: dict[str, ColumnEntry] = {c.name: c for c in entry.columns}
+        expected = set(columns)
+        rows = []
+        for number, line in enumerate(self._read_part(part), start=1):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                raise BundleCorrupt(f"{part.file} line {number} is not JSON", file=part.file, line=number) from None
+            if not isinstance(obj, dict):
+                raise BundleCorrupt(f"{part.file} line {number} is not a JSON object", file=part.file, line=number)
+            keys = set(obj)
+            keys.discard(UNPARSED)
+            if keys != expected:
+                extra, lacking = sorted(keys - expected), sorted(expected - keys)
+                what = f"unexpected column {extra[0]}" if extra else f"missing column {lacking[0]}"
+                raise BundleColumnMismatch(f"{part.file} line {number}: {what} (columns must be exactly the "
+                                           f"manifest's)", file=part.file, line=number,
+                                           field=(extra or lacking)[0])
+            for name, value in obj.items():
+                if value is None or name == UNPARSED:
+                    continue
+                declared = columns[name].type
+                if not _JSON_CHECK[declared](value):
+                    raise BundleColumnMismatch(
+                        f"{part.file} line {number} column {name}: a {_json_name(value)} where the manifest "
+                        f"declares {declared}", file=part.file, line=number, field=name)
+            unparsed = obj.get(UNPARSED)
+            if unparsed is not None and not (isinstance(unparsed, dict) and set(unparsed) <= expected):
+                raise BundleColumnMismatch(f"{part.file} line {number}: {UNPARSED} must name declared columns",
+                                           file=part.file, line=number, field=UNPARSED)
+            rows.append(obj)
+        return rows
+
+    # -- rows ----------------------------------------------------------------------------------
+    def table(self, name: str) -> TableEntry:
+        try:
+            return self.manifest.table(name)
+        except KeyError:
+            raise KeyError(f"bundle has no table {name!r}") from None
+
+    def part_count(self, table: str) -> int:
+        return len(self.table(table).parts)
+
+    def iter_part(self, table: str, part: int, first_line: int = 1,
+                  last_line: int | None = None) -> Iterator[LoadedRow | QuarantinedRow]:
+        """Rows of one part (lines `first_line`..`last_line`, 1-based, inclusive) as typed rows or
+        quarantine records. The whole part is checked before its first row is yielded; raises a
+        BundleRefused subclass if it does not match the manifest, IndexError for a bad part number."""
+        entry = self.table(table)
+        part_entry = entry.parts[part]
+        rows = self._parse_part(entry, part_entry)
+        model = row_model(table)
+        key_name = get_table(table).key
+        file_columns = [c.name for c in get_table(table).columns if c.kind == "sha256"]
+        last = len(rows) if last_line is None else min(last_line, len(rows))
+        for number in range(max(first_line, 1), last + 1):
+            obj = rows[number - 1]
+            yield self._validate(table, part_entry.file, number, obj, model, key_name, file_columns)
+
+    def _validate(self, table: str, file: str, line: int, obj: dict[str, Any], model: type[RowModel],
+                  key_name: str, file_columns: list[str]) -> LoadedRow | QuarantinedRow:
+        key = obj.get(key_name)
+        key = key if isinstance(key, str) and key else None
+        problems: list[Problem] = []
+        unparsed = obj.pop(UNPARSED, None)
+        if unparsed:
+            problems += [Problem(name, "the agent could not normalise the source value", "unparsed")
+                         for name in sorted(unparsed)]
+        try:
+            row = model.model_validate(obj)
+        except ValidationError as exc:
+            for error in exc.errors(include_input=False, include_url=False):
+                where = ".".join(str(p) for p in error["loc"]) or "(row)"
+                problems.append(Problem(where, error["msg"], error["type"]))
+            row = None
+        for name in file_columns:
+            digest = obj.get(name)
+            if digest is not None and digest not in self._files:
+                problems.append(Problem(name, "the file is not in the bundle's file list", "file_not_listed"))
+        if problems or row is None:
+            return QuarantinedRow(table, file, line, key, tuple(problems))
+        return LoadedRow(table, file, line, key or "", row)
+
+    def iter_table(self, table: str) -> Iterator[LoadedRow | QuarantinedRow]:
+        """Every row of `table`, part after part (each part checked before its rows)."""
+        for index in range(self.part_count(table)):
+            yield from self.iter_part(table, index)
+
+    def iter_keys(self, table: str) -> Iterator[tuple[str, str]]:
+        """(key, row hash) for every row the source holds now: deletions are base keys not listed."""
+        for part in self.table(table).keys:
+            for number, line in enumerate(self._read_part(part), start=1):
+                item = self._small_json(part.file, number, line, ("k", "h"))
+                yield item["k"], item["h"]
+
+    def iter_changes(self, table: str) -> Iterator[tuple[str, TChangeRule]]:
+        """Delta only: (key, rule) per changed row (`new`, `stamp`, `hash`) and per deleted key (`deleted`)."""
+        for part in self.table(table).changes:
+            for number, line in enumerate(self._read_part(part), start=1):
+                item = self._small_json(part.file, number, line, ("k", "r"))
+                yield item["k"], item["r"]
+
+    @staticmethod
+    def _small_json(file: str, number: int, line: bytes, fields: tuple[str, ...]) -> dict[str, Any]:
+        try:
+            item = json.loads(line)
+        except ValueError:
+            raise BundleCorrupt(f"{file} line {number} is not JSON", file=file, line=number) from None
+        if not isinstance(item, dict) or any(not isinstance(item.get(f), str) for f in fields):
+            raise BundleCorrupt(f"{file} line {number} lacks {'/'.join(fields)}", file=file, line=number)
+        return item
+
+    def iter_file(self, sha256: str) -> Iterator[bytes]:
+        """The chunks of one listed binary (KeyError if the manifest does not list it)."""
+        if sha256 not in self._files:
+            raise KeyError(f"file {sha256} is not listed in the manifest")
+        try:
+            yield from self.store.iter_chunks(f"files/{sha256}")
+        except FileNotFoundError:
+            raise BundleFileMissing(f"files/{sha256} is listed in the manifest but missing; {RETRY_HINT}",
+                                    file=f"files/{sha256}") from None
+
+    # -- whole bundle --------------------------------------------------------------------------
+    def verify(self, check_files: bool = True) -> BundleReport:
+        """Check every part, key list, change list and (by default) binary against the manifest, and
+        validate every row. Raises the first BundleRefused found; otherwise returns the counts and
+        every quarantined row. Nothing should be loaded from a bundle before this returns."""
+        report = BundleReport(self.manifest.bundle_id, self.manifest.kind)
+        for entry in self.manifest.tables:
+            counts = TableReport(rows=entry.rows)
+            for index in range(len(entry.parts)):
+                for item in self.iter_part(entry.name, index):
+                    if isinstance(item, LoadedRow):
+                        counts.loaded += 1
+                    else:
+                        counts.quarantined += 1
+                        report.quarantined.append(item)
+            for _ in self.iter_keys(entry.name):
+                pass
+            for _ in self.iter_changes(entry.name):
+                pass
+            report.tables[entry.name] = counts
+        if check_files:
+            for listed in self.manifest.files:
+                sha = hashlib.sha256()
+                size = 0
+                for chunk in self.iter_file(listed.sha256):
+                    sha.update(chunk)
+                    size += len(chunk)
+                if sha.hexdigest() != listed.sha256 or size != listed.bytes:
+                    raise BundleHashMismatch(f"files/{listed.sha256}: content does not match its name and manifest "
+                                             f"size; {RETRY_HINT}", file=f"files/{listed.sha256}")
+                report.files_checked += 1
+        return report

@@ -1,0 +1,1 @@
+"""SharePoint through Microsoft Graph (folders, uploads) and Dataverse's document-location pointers to it."""

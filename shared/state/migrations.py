@@ -1,0 +1,111 @@
+"""Migration records and their progress rows in Table Storage, always scoped to one tenant.
+
+A migration row lives in partition = tenant id, so a caller can only ever address its own
+tenant's migrations: another tenant's id simply does not exist for it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Literal
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.errors import MigrationNotFound
+
+TStage = Literal["created", "started", "discovery", "mapping", "schema", "load", "attachments", "done", "failed"]
+
+
+class Migration(BaseModel):
+    """One migration of one practice into one Dataverse environment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    migration_id: str
+    tenant_id: str
+    name: str
+    created_at: datetime
+    stage: TStage = "created"
+    instance_id: str | None = None
+    """The Durable instance id of the migration orchestrator, once started."""
+
+
+class StageProgress(BaseModel):
+    """One progress row: a stage (or table) of a migration with its counts."""
+
+    migration_id: str
+    stage: str
+    status: str
+    counts: dict[str, int] = Field(default_factory=dict)
+    updated_at: datetime
+
+
+def _ensure(service: TableServiceClient, name: str) -> TableClient:
+    try:
+        service.create_table(name)
+    except ResourceExistsError:
+        pass
+    return service.get_table_client(name)
+
+
+class MigrationRepository:
+    """Creates and reads migrations; every read names the tenant."""
+
+    def __init__(self, service: TableServiceClient, prefix: str) -> None:
+        self._migrations = _ensure(service, f"{prefix}migrations")
+        self._progress = _ensure(service, f"{prefix}progress")
+
+    def create(self, tenant_id: str, name: str) -> Migration:
+        migration = Migration(migration_id=f"m-{uuid.uuid4().hex[:16]}", tenant_id=tenant_id, name=name,
+                              created_at=datetime.now(UTC))
+        self._migrations.create_entity(self._to_entity(migration))
+        return migration
+
+    def get(self, tenant_id: str, migration_id: str) -> Migration:
+        """Raises MigrationNotFound when the tenant has no migration with this id."""
+        try:
+            entity = self._migrations.get_entity(tenant_id, migration_id)
+        except ResourceNotFoundError:
+            raise MigrationNotFound(f"migration {migration_id} not found", migration_id=migration_id) from None
+        return Migration.model_validate_json(entity["Document"])
+
+    def save(self, migration: Migration) -> None:
+        self._migrations.upsert_entity(self._to_entity(migration), mode=UpdateMode.REPLACE)
+
+    def record_progress(self, migration_id: str, stage: str, status: str, counts: dict[str, int]) -> StageProgress:
+        """Upsert the progress row of one stage (idempotent: the same call twice leaves one row)."""
+        progress = StageProgress(migration_id=migration_id, stage=stage, status=status, counts=counts,
+                                 updated_at=datetime.now(UTC))
+        self._progress.upsert_entity(
+            {"PartitionKey": migration_id, "RowKey": stage, "Document": progress.model_dump_json()},
+            mode=UpdateMode.REPLACE,
+        )
+        return progress
+
+    def progress(self, migration_id: str) -> list[StageProgress]:
+        rows = self._progress.query_entities("PartitionKey eq @pk", parameters={"pk": migration_id})
+        return sorted((StageProgress.model_validate_json(row["Document"]) for row in rows),
+                      key=lambda p: p.updated_at)
+
+    @staticmethod
+    def _to_entity(migration: Migration) -> dict[str, str]:
+        return {"PartitionKey": migration.tenant_id, "RowKey": migration.migration_id,
+                "Document": migration.model_dump_json()}
+
+
+_repository: MigrationRepository | None = None
+
+
+def migration_repository() -> MigrationRepository:
+    """The process-wide repository, built from the settings on first use (not at import)."""
+    global _repository
+    if _repository is None:
+        from shared.settings import get_settings
+        from shared.state.storage import table_service
+
+        settings = get_settings()
+        _repository = MigrationRepository(table_service(settings), settings.table_prefix)
+    return _repository
