@@ -24,7 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent import __version__
-from agent.bundle_writer import PartWriter, dumps_row, store_file
+from agent.bundle_writer import PartWriter, store_file
 from agent.sample_files import sniff_media_type
 from agent.source import Source, open_source
 from shared.dentrix import normalise as n

@@ -257,7 +257,7 @@ class _Practice:
         for rid, name, desc, months in recall_types:
             w.add("recall_type", {"recall_type_id": rid, "name": name, "descript": desc,
                                   "interval_months": months, "modified_at": self.stamp()})
-        for i, (code, desc, fee, area, cat, minutes) in enumerate(PROC_CODES, start=1):
+        for i, (code, desc, fee, _area, cat, minutes) in enumerate(PROC_CODES, start=1):
             auto = 1 if code in ("D1110", "D1120") else 2 if code == "D4910" else None
             w.add("proc_code", {"proc_code_id": i, "ada_code": _pad(code, r), "abbrev_descript": desc[:20],
                                 "description": desc, "category": cat, "default_appt_type": 101 if cat == 3 else 102,

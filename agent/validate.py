@@ -32,7 +32,7 @@ def validate_bundle(bundle: Path) -> ValidationResult:
         result.problems.append(_refusal(exc))
         return result
     for entry in reader.manifest.tables:
-        for index, part in enumerate(entry.parts):
+        for index, _part in enumerate(entry.parts):
             try:
                 for item in reader.iter_part(entry.name, index):
                     result.rows += 1

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +30,7 @@ from shared.dataverse.batch import MAX_BATCH_OPERATIONS, BatchOperation, decode_
 from shared.dataverse.client import DataverseClient, format_key, odata_literal
 from shared.errors import (
     DataverseRecordRejected,
+    DataverseRequestFailed,
     DataverseRequestTooLarge,
     DataverseUnavailable,
 )
@@ -36,8 +38,10 @@ from shared.errors import (
 ROW_ID_NAMESPACE = uuid.UUID("6d1f0c52-8a3e-4d8e-9a51-2b7e3c9f4a10")
 """Namespace of the deterministic record ids of tables without an alternate key. Never change it."""
 
-MAX_FILTER_URL = 16_000
-"""Characters of `$filter` per existence read; Microsoft's SDK caps GET URLs at 32,768."""
+MAX_FILTER_URL = 6_000
+"""URL-encoded characters of key values per existence-read GET. Microsoft's SDK caps GET URLs at 32,768;
+many HTTP front ends refuse request lines over 8 KiB, so a GET stays well under that and longer
+reads go into a `$batch`."""
 
 Action = Literal["created", "updated", "failed"]
 
@@ -281,31 +285,63 @@ class _Run:
         return f"{self.t.entity_set}({format_key(key)})"
 
     async def _existing(self, piece: list[int]) -> dict[str, str]:
-        """source key -> record id for the rows of `piece` that already exist (one GET per URL-sized group)."""
+        """source key -> record id for the rows of `piece` that already exist.
+
+        One GET when the filter fits a URL; otherwise one `$batch` of GETs (URLs inside a batch may be
+        far longer, and the whole read still counts as a single request against the limits).
+        """
         column = self.t.key_column or self.t.primary_id
         values = (
             [self.rows[i].source_key for i in piece]
             if self.t.key_column
             else [row_id(self.t.logical_name, self.rows[i].source_key) for i in piece]
         )
-        found: dict[str, str] = {}
+        select = [self.t.primary_id] + ([column] if column != self.t.primary_id else [])
+        groups: list[list[str]] = []
         group: list[str] = []
         length = 0
-        groups: list[list[str]] = []
         for v in values:
             lit = _in_literal(v)
-            if group and length + len(lit) + 1 > MAX_FILTER_URL:
+            encoded = len(quote(lit, safe="")) + 3
+            if group and length + encoded > MAX_FILTER_URL:
                 groups.append(group)
                 group, length = [], 0
             group.append(lit)
-            length += len(lit) + 1
+            length += encoded
         if group:
             groups.append(group)
-        for g in groups:
-            flt = f"Microsoft.Dynamics.CRM.In(PropertyName={odata_literal(column)},PropertyValues=[{','.join(g)}])"
-            select = [self.t.primary_id] + ([column] if column != self.t.primary_id else [])
-            async for row in self.client.query(self.t.entity_set, select=select, filter=flt):
+        filters = [
+            f"Microsoft.Dynamics.CRM.In(PropertyName={odata_literal(column)},PropertyValues=[{','.join(g)}])"
+            for g in groups
+        ]
+        found: dict[str, str] = {}
+        if len(filters) == 1:
+            async for row in self.client.query(self.t.entity_set, select=select, filter=filters[0]):
                 found[str(row[column])] = str(row[self.t.primary_id])
+        elif filters:
+            ops = [
+                BatchOperation(
+                    "GET",
+                    f"{self.t.entity_set}?"
+                    + urlencode({"$select": ",".join(select), "$filter": f}, quote_via=quote),
+                    None,
+                    {"Prefer": "odata.maxpagesize=5000"},
+                )
+                for f in filters
+            ]
+            content, content_type = encode_batch(ops, self.w._api_path)
+            response = await self.client.request(
+                "POST", "$batch", content=content, headers={"Content-Type": content_type}
+            )
+            for part in decode_batch(response.content, response.headers.get("Content-Type", "")):
+                if part.status != 200 or not isinstance(part.body, dict):
+                    raise DataverseRequestFailed(
+                        f"existence read of {self.t.entity_set} failed in $batch: HTTP {part.status}",
+                        status=part.status,
+                        dataverse_code=_part_code(part.body) or "",
+                    )
+                for row in part.body.get("value", []):
+                    found[str(row[column])] = str(row[self.t.primary_id])
         if self.t.key_column:
             return found
         by_id = {row_id(self.t.logical_name, self.rows[i].source_key): self.rows[i].source_key for i in piece}

@@ -7,10 +7,19 @@ checks them against the types the manifest declares.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, create_model, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    create_model,
+    model_validator,
+)
 
 from shared.dentrix.normalise import (
     SURFACE_FLAGS,
@@ -128,7 +137,7 @@ def _model_name(table: str) -> str:
     return "".join(part.capitalize() for part in table.split("_")) + "Row"
 
 
-@lru_cache(maxsize=None)
+@cache
 def row_model(table: str) -> type[RowModel]:
     """The pydantic model for one row of `table` (KeyError for an unknown table)."""
     spec: Table = get_table(table)

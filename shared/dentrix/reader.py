@@ -296,13 +296,14 @@ class BundleReader:
         except (OSError, zlib.error):
             problem = BundleCorrupt(f"{part.file} is not a valid gzip file; {RETRY_HINT}", file=part.file)
         if digest != part.sha256 or len(data) != part.bytes:
-            if problem is not None:
+            if isinstance(problem, BundleCorrupt) and "truncated" in str(problem):
                 raise problem
             if lines is not None and len(lines) != part.rows:
                 raise BundleRowCountMismatch(f"{part.file} holds {len(lines)} rows, the manifest says {part.rows}; "
                                              f"{RETRY_HINT}", file=part.file)
-            raise BundleHashMismatch(f"{part.file}: sha256 differs from the manifest (changed or damaged after "
-                                     f"extraction); {RETRY_HINT}", file=part.file)
+            damage = " and is no longer valid gzip" if problem is not None else ""
+            raise BundleHashMismatch(f"{part.file}: sha256 differs from the manifest{damage} (changed or damaged "
+                                     f"after extraction); {RETRY_HINT}", file=part.file)
         if problem is not None:  # pragma: no cover - a matching hash means the agent wrote it this way
             raise problem
         assert lines is not None

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.errors import MappingInvalid, MappingNotApproved
 from shared.mapping import transforms as tf
@@ -644,7 +652,7 @@ class _Checker:
         if tdef.needs_picklist or f.type == "picklist":
             if f.type == "picklist" and not tdef.needs_picklist:
                 yield self.err(loc + ("transform", "name"), "type_cannot_hold",
-                               f"a picklist column needs the picklist or cdt_category transform")
+                               "a picklist column needs the picklist or cdt_category transform")
             name = f.picklist
             pl = self.spec.picklists.get(name or "")
             if pl is None:

@@ -45,7 +45,9 @@ SAMPLE = (
 
 
 def test_decodes_parts_in_order_with_change_sets_flattened() -> None:
-    parts = decode_batch(SAMPLE.encode(), "multipart/mixed; boundary=batchresponse_c1bd45c1-dd81-470d-b897-e965846aad2f")
+    parts = decode_batch(
+        SAMPLE.encode(), "multipart/mixed; boundary=batchresponse_c1bd45c1-dd81-470d-b897-e965846aad2f"
+    )
     assert [p.status for p in parts] == [204, 201, 400]
     assert parts[0].header("odata-entityid").endswith("tasks(a59c24c4-4b24-ed11-b83e-000d3a993550)")
     assert parts[1].body == {"contactid": "11111111-1111-1111-1111-111111111111"}
@@ -55,7 +57,12 @@ def test_decodes_parts_in_order_with_change_sets_flattened() -> None:
 def test_encodes_one_application_http_part_per_operation() -> None:
     body, content_type = encode_batch(
         [
-            BatchOperation("PATCH", "contacts(bw_sourceid='P-1')", {"firstname": "A"}, {"Prefer": "return=representation"}),
+            BatchOperation(
+                "PATCH",
+                "contacts(bw_sourceid='P-1')",
+                {"firstname": "A"},
+                {"Prefer": "return=representation"},
+            ),
             BatchOperation("GET", "WhoAmI"),
         ],
         "/api/data/v9.2/",

@@ -86,7 +86,11 @@ def test_affinity_cookie_is_never_sent_back() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         cookies.append(request.headers.get("Cookie"))
-        return httpx.Response(200, json={}, headers={"Set-Cookie": "ARRAffinity=abc123; Path=/; HttpOnly; Domain=org.crm.dynamics.com"})
+        return httpx.Response(
+            200,
+            json={},
+            headers={"Set-Cookie": "ARRAffinity=abc123; Path=/; HttpOnly; Domain=org.crm.dynamics.com"},
+        )
 
     async def go() -> None:
         async with make_client(handler) as client:
@@ -151,7 +155,9 @@ def test_concurrency_follows_dop_hint_under_the_cap() -> None:
         return httpx.Response(200, json={}, headers={"x-ms-dop-hint": "3"})
 
     async def go() -> None:
-        async with make_client(handler, governor=GovernorConfig(initial_concurrency=8, max_concurrency=50)) as client:
+        async with make_client(
+            handler, governor=GovernorConfig(initial_concurrency=8, max_concurrency=50)
+        ) as client:
             await client.request("GET", "WhoAmI")  # learns the hint
             await asyncio.gather(*(client.request("GET", "WhoAmI") for _ in range(40)))
             assert client.lanes[0].governor.dop_hint == 3
@@ -162,7 +168,9 @@ def test_concurrency_follows_dop_hint_under_the_cap() -> None:
     state.update(now=0, max=0)
 
     async def capped() -> None:
-        async with make_client(handler, governor=GovernorConfig(initial_concurrency=2, max_concurrency=2)) as client:
+        async with make_client(
+            handler, governor=GovernorConfig(initial_concurrency=2, max_concurrency=2)
+        ) as client:
             await asyncio.gather(*(client.request("GET", "WhoAmI") for _ in range(20)))
 
     run(capped())
@@ -225,8 +233,13 @@ def test_get_returns_none_on_404_and_query_follows_next_link() -> None:
         if path.endswith("/contacts") and "skip" not in str(request.url):
             assert request.url.params["$select"] == "contactid"
             assert request.headers["Prefer"] == "odata.maxpagesize=2"
-            return httpx.Response(200, json={"value": [{"contactid": "1"}, {"contactid": "2"}],
-                                             "@odata.nextLink": "https://org.crm.dynamics.com/api/data/v9.2/contacts?skip=2"})
+            return httpx.Response(
+                200,
+                json={
+                    "value": [{"contactid": "1"}, {"contactid": "2"}],
+                    "@odata.nextLink": "https://org.crm.dynamics.com/api/data/v9.2/contacts?skip=2",
+                },
+            )
         return httpx.Response(200, json={"value": [{"contactid": "3"}]})
 
     async def go() -> None:
@@ -248,7 +261,9 @@ def test_two_users_share_the_load_and_each_uses_its_own_token() -> None:
 
     async def go() -> None:
         creds = [FakeCredential(name="a"), FakeCredential(name="b")]
-        async with make_client(handler, credentials=creds, governor=GovernorConfig(initial_concurrency=2, max_concurrency=2)) as client:
+        async with make_client(
+            handler, credentials=creds, governor=GovernorConfig(initial_concurrency=2, max_concurrency=2)
+        ) as client:
             await asyncio.gather(*(client.request("GET", "WhoAmI") for _ in range(40)))
 
     run(go())
@@ -261,5 +276,8 @@ def test_key_formatting_quotes_and_escapes() -> None:
     assert format_key({"bw_sourceid": "P-1"}) == "bw_sourceid='P-1'"
     assert format_key({"bw_sourceid": "O'Neil"}) == "bw_sourceid='O''Neil'"
     assert format_key({"k1": 1, "k2": "x"}) == "k1=1,k2='x'"
-    assert key_path("contacts", "00000000-0000-0000-0000-000000000001") == "contacts(00000000-0000-0000-0000-000000000001)"
+    assert (
+        key_path("contacts", "00000000-0000-0000-0000-000000000001")
+        == "contacts(00000000-0000-0000-0000-000000000001)"
+    )
     assert odata_literal("a'b") == "'a''b'"

@@ -19,7 +19,10 @@ from shared.errors import (
     Skippable,
 )
 
-REQ = httpx.Request("PATCH", "https://org.crm.dynamics.com/api/data/v9.2/contacts(bw_sourceid='P-1')?$filter=lastname eq 'Secret'")
+REQ = httpx.Request(
+    "PATCH",
+    "https://org.crm.dynamics.com/api/data/v9.2/contacts(bw_sourceid='P-1')?$filter=lastname eq 'Secret'",
+)
 
 
 @pytest.mark.parametrize(
@@ -48,7 +51,12 @@ REQ = httpx.Request("PATCH", "https://org.crm.dynamics.com/api/data/v9.2/contact
     ],
 )
 def test_status_maps_to_error_class(status, code, headers, cls, marker) -> None:
-    response = httpx.Response(status, json={"error": {"code": code, "message": "Patient Ana Ruiz is bad"}}, headers=headers, request=REQ)
+    response = httpx.Response(
+        status,
+        json={"error": {"code": code, "message": "Patient Ana Ruiz is bad"}},
+        headers=headers,
+        request=REQ,
+    )
     err = error_from_response(response)
     assert type(err) is cls
     assert isinstance(err, marker)
@@ -60,7 +68,12 @@ def test_status_maps_to_error_class(status, code, headers, cls, marker) -> None:
 
 
 def test_throttled_error_carries_retry_after() -> None:
-    response = httpx.Response(429, json={"error": {"code": "0x80072322", "message": ""}}, headers={"Retry-After": "1.5"}, request=REQ)
+    response = httpx.Response(
+        429,
+        json={"error": {"code": "0x80072322", "message": ""}},
+        headers={"Retry-After": "1.5"},
+        request=REQ,
+    )
     err = error_from_response(response)
     assert err.attrs["retry_after"] == 1.5
     assert "request count" in str(err)
@@ -72,7 +85,9 @@ def test_non_json_error_body_still_classified() -> None:
     assert isinstance(err, DataverseUnavailable) and err.attrs["dataverse_code"] == ""
 
 
-@pytest.mark.parametrize("exc_type", [httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout])
+@pytest.mark.parametrize(
+    "exc_type", [httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout]
+)
 def test_transport_failures_are_retriable(exc_type) -> None:
     err = error_from_exception(exc_type("boom", request=REQ))
     assert isinstance(err, DataverseUnavailable) and isinstance(err, Retriable)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from shared.dataverse.metadata import ColumnSpec, KeySpec, OptionSetSpec, OptionSpec, RelationshipSpec, SchemaSpec, TableSpec
+from shared.dataverse.metadata import (
+    ColumnSpec,
+    KeySpec,
+    OptionSetSpec,
+    OptionSpec,
+    RelationshipSpec,
+    SchemaSpec,
+    TableSpec,
+)
 
 
 def col(name: str, type_: str = "string", **kw) -> ColumnSpec:
@@ -14,8 +22,12 @@ def col(name: str, type_: str = "string", **kw) -> ColumnSpec:
 
 def treatment(**kw) -> TableSpec:
     return TableSpec(
-        schema_name="bw_Treatment", display_name="Treatment", display_collection_name="Treatments",
-        primary_name=col("bw_Name"), columns=[col("bw_SourceId")], **kw,
+        schema_name="bw_Treatment",
+        display_name="Treatment",
+        display_collection_name="Treatments",
+        primary_name=col("bw_Name"),
+        columns=[col("bw_SourceId")],
+        **kw,
     )
 
 
@@ -23,9 +35,15 @@ def spec(**kw) -> SchemaSpec:
     base = dict(
         publisher_prefix="bw",
         tables=[TableSpec(schema_name="contact", existing=True, columns=[col("bw_SourceId")]), treatment()],
-        relationships=[RelationshipSpec(schema_name="bw_contact_bw_treatment", referenced_table="contact",
-                                        referencing_table="bw_treatment", lookup_schema_name="bw_PatientId",
-                                        lookup_display_name="Patient")],
+        relationships=[
+            RelationshipSpec(
+                schema_name="bw_contact_bw_treatment",
+                referenced_table="contact",
+                referencing_table="bw_treatment",
+                lookup_schema_name="bw_PatientId",
+                lookup_display_name="Patient",
+            )
+        ],
         keys=[KeySpec(schema_name="bw_treatment_sourceid", table="bw_treatment", columns=["bw_sourceid"])],
     )
     base.update(kw)
@@ -44,11 +62,35 @@ def test_a_valid_spec_derives_names() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
-        ({"tables": [TableSpec(schema_name="new_Thing", display_name="T", display_collection_name="Ts", primary_name=col("new_Name"))]}, "prefix"),
+        (
+            {
+                "tables": [
+                    TableSpec(
+                        schema_name="new_Thing",
+                        display_name="T",
+                        display_collection_name="Ts",
+                        primary_name=col("new_Name"),
+                    )
+                ]
+            },
+            "prefix",
+        ),
         ({"keys": [KeySpec(schema_name="bw_k", table="bw_treatment", columns=["bw_nope"])]}, "not defined"),
         ({"keys": [KeySpec(schema_name="bw_k", table="account", columns=["x"])]}, "not in the spec"),
-        ({"relationships": [RelationshipSpec(schema_name="bw_r", referenced_table="contact", referencing_table="bw_treatment",
-                                              lookup_schema_name="bw_SourceId", lookup_display_name="x")]}, "clashes"),
+        (
+            {
+                "relationships": [
+                    RelationshipSpec(
+                        schema_name="bw_r",
+                        referenced_table="contact",
+                        referencing_table="bw_treatment",
+                        lookup_schema_name="bw_SourceId",
+                        lookup_display_name="x",
+                    )
+                ]
+            },
+            "clashes",
+        ),
     ],
 )
 def test_inconsistent_specs_are_refused(kwargs, fragment) -> None:
@@ -74,10 +116,18 @@ def test_column_type_rules(kwargs) -> None:
 
 
 def test_picklist_must_name_a_known_global_option_set() -> None:
-    contact = TableSpec(schema_name="contact", existing=True,
-                        columns=[col("bw_Status", "picklist", global_option_set="bw_status")])
+    contact = TableSpec(
+        schema_name="contact",
+        existing=True,
+        columns=[col("bw_Status", "picklist", global_option_set="bw_status")],
+    )
     with pytest.raises(ValidationError, match="global option set"):
         SchemaSpec(publisher_prefix="bw", tables=[contact])
-    ok = SchemaSpec(publisher_prefix="bw", tables=[contact],
-                    option_sets=[OptionSetSpec(name="bw_status", display_name="Status", options=[OptionSpec(value=1, label="A")])])
+    ok = SchemaSpec(
+        publisher_prefix="bw",
+        tables=[contact],
+        option_sets=[
+            OptionSetSpec(name="bw_status", display_name="Status", options=[OptionSpec(value=1, label="A")])
+        ],
+    )
     assert ok.option_sets[0].name == "bw_status"

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import urllib.parse
 import uuid
 
 import httpx
 
-from shared.dataverse.writer import BulkWriter, TableTarget, WriteRow, WriterConfig, row_id
+from shared.dataverse.writer import BulkWriter, TableTarget, WriterConfig, WriteRow, row_id
 
 from .conftest import make_client
 
@@ -47,11 +48,17 @@ class FakeTable:
         if request.method == "GET":
             flt = request.url.params["$filter"]
             prop = re.search(r"PropertyName='(\w+)'", flt).group(1)
-            values = json.loads("[" + re.search(r"PropertyValues=\[(.*)\]\)", flt).group(1).replace("'", '"') + "]")
+            values = json.loads(
+                "[" + re.search(r"PropertyValues=\[(.*)\]\)", flt).group(1).replace("'", '"') + "]"
+            )
             self.calls.append(("GET", len(values)))
             source = self.rows if prop == KEY else self.by_id
-            return httpx.Response(200, json={"value": [
-                {"contactid": source[v]["contactid"], prop: v} for v in values if v in source]})
+            return httpx.Response(
+                200,
+                json={
+                    "value": [{"contactid": source[v]["contactid"], prop: v} for v in values if v in source]
+                },
+            )
         if path.endswith("UpsertMultiple"):
             targets = json.loads(request.content)["Targets"]
             self.calls.append(("UpsertMultiple", len(targets)))
@@ -69,10 +76,39 @@ class FakeTable:
             return self._batch(request)
         raise AssertionError(f"unexpected {request.method} {path}")
 
+    def _query(self, flt: str) -> tuple[str, list]:
+        prop = re.search(r"PropertyName='(\w+)'", flt).group(1)
+        values = json.loads(
+            "[" + re.search(r"PropertyValues=\[(.*)\]\)", flt).group(1).replace("'", '"') + "]"
+        )
+        source = self.rows if prop == KEY else self.by_id
+        return prop, [{"contactid": source[v]["contactid"], prop: v} for v in values if v in source]
+
     def _batch(self, request: httpx.Request) -> httpx.Response:
-        assert request.headers["Prefer"] == "odata.continue-on-error"
         raw = request.content.decode()
-        ops = re.findall(r"PATCH /api/data/v9.2/contacts\(([^)]*)\)\?\$select=contactid HTTP/1.1\r\n(?:.*\r\n)*?\r\n(.*)\r\n", raw)
+        gets = re.findall(r"GET /api/data/v9.2/contacts\?(\S+) HTTP/1.1", raw)
+        if gets:
+            self.calls.append(("$batch-GET", len(gets)))
+            boundary = "batchresponse_g"
+            parts = []
+            for qs in gets:
+                flt = dict(urllib.parse.parse_qsl(qs))["$filter"]
+                _, found = self._query(flt)
+                parts.append(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + json.dumps({"value": found})
+                )
+            text = (
+                "".join(f"--{boundary}\r\nContent-Type: application/http\r\n\r\n{p}\r\n" for p in parts)
+                + f"--{boundary}--\r\n"
+            )
+            return httpx.Response(
+                200, content=text.encode(), headers={"Content-Type": f"multipart/mixed; boundary={boundary}"}
+            )
+        assert request.headers["Prefer"] == "odata.continue-on-error"
+        ops = re.findall(
+            r"PATCH /api/data/v9.2/contacts\(([^)]*)\)\?\$select=contactid HTTP/1.1\r\n(?:.*\r\n)*?\r\n(.*)\r\n",
+            raw,
+        )
         self.calls.append(("$batch", len(ops)))
         if len(ops) > self.max_targets:
             return httpx.Response(413, json={"error": {"code": "", "message": "too large"}})
@@ -80,22 +116,40 @@ class FakeTable:
         for addr, body_text in ops:
             body = json.loads(body_text)
             if self._bad(body):
-                out.append('HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n\r\n{"error":{"code":"0x80044331","message":"x"}}')
+                out.append(
+                    'HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n\r\n{"error":{"code":"0x80044331","message":"x"}}'
+                )
                 continue
             m = re.fullmatch(r"bw_sourceid='(.*)'", addr)
             status, rid = self._upsert(m.group(1), None, body) if m else self._upsert(None, addr, body)
             reason = "Created" if status == 201 else "OK"
-            out.append(f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n\r\n" + json.dumps({"contactid": rid}))
+            out.append(
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n\r\n"
+                + json.dumps({"contactid": rid})
+            )
         boundary = "batchresponse_x"
-        text = "".join(f"--{boundary}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n{p}\r\n" for p in out) + f"--{boundary}--\r\n"
-        return httpx.Response(200, content=text.encode(), headers={"Content-Type": f"multipart/mixed; boundary={boundary}"})
+        text = (
+            "".join(
+                f"--{boundary}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n{p}\r\n"
+                for p in out
+            )
+            + f"--{boundary}--\r\n"
+        )
+        return httpx.Response(
+            200, content=text.encode(), headers={"Content-Type": f"multipart/mixed; boundary={boundary}"}
+        )
 
 
-TARGET = TableTarget(logical_name="contact", entity_set="contacts", primary_id="contactid", key_column=KEY, bulk=True)
+TARGET = TableTarget(
+    logical_name="contact", entity_set="contacts", primary_id="contactid", key_column=KEY, bulk=True
+)
 
 
 def rows(n: int, start: int = 0) -> list[WriteRow]:
-    return [WriteRow(f"P-{i}", {"lastname": f"L{i}", "overriddencreatedon": "2019-01-01T00:00:00Z"}) for i in range(start, start + n)]
+    return [
+        WriteRow(f"P-{i}", {"lastname": f"L{i}", "overriddencreatedon": "2019-01-01T00:00:00Z"})
+        for i in range(start, start + n)
+    ]
 
 
 def write(fake: FakeTable, target: TableTarget, data: list[WriteRow], **cfg):
@@ -111,7 +165,9 @@ def test_upsert_multiple_creates_then_updates_with_ids_and_no_create_only_fields
     first = write(fake, TARGET, rows(250), max_chunk=100)
     assert (first.created, first.updated, first.failed) == (250, 0, 0)
     assert all(o.target_id == fake.rows[o.source_key]["contactid"] for o in first.outcomes)
-    second = write(fake, TARGET, rows(250), max_chunk=100)  # FakeTable asserts no overriddencreatedon on update
+    second = write(
+        fake, TARGET, rows(250), max_chunk=100
+    )  # FakeTable asserts no overriddencreatedon on update
     assert (second.created, second.updated, second.failed) == (0, 250, 0)
     assert [o.target_id for o in second.outcomes] == [o.target_id for o in first.outcomes]
     assert len(fake.rows) == 250
@@ -159,6 +215,12 @@ def test_batch_path_without_alternate_key_uses_deterministic_ids() -> None:
 
 def test_decode_of_fake_batch_matches_part_count() -> None:
     fake = FakeTable()
-    report = write(fake, TableTarget(logical_name="contact", entity_set="contacts", primary_id="contactid", key_column=KEY, bulk=False), rows(10))
+    report = write(
+        fake,
+        TableTarget(
+            logical_name="contact", entity_set="contacts", primary_id="contactid", key_column=KEY, bulk=False
+        ),
+        rows(10),
+    )
     assert report.created == 10
     assert ("$batch", 10) in fake.calls

@@ -53,8 +53,16 @@ def test_row_model_keeps_custom_columns():
 
 def test_proc_log_surfaces_must_agree_with_flags():
     model = row_model("proc_log")
-    model.model_validate({"proc_id": "1", "patient_id": "2", "surface_string": "MOD",
-                          "surf_m": True, "surf_o": True, "surf_d": True})
+    model.model_validate(
+        {
+            "proc_id": "1",
+            "patient_id": "2",
+            "surface_string": "MOD",
+            "surf_m": True,
+            "surf_o": True,
+            "surf_d": True,
+        }
+    )
     with pytest.raises(ValidationError):
         model.model_validate({"proc_id": "1", "patient_id": "2", "surface_string": "MO", "surf_m": True})
 

@@ -36,7 +36,9 @@ class FakeGraph:
         self.sent_at.append(time.monotonic())
         if self.throttle_next:
             self.throttle_next -= 1
-            return httpx.Response(429, headers={"Retry-After": "0.2"}, json={"error": {"code": "activityLimitReached"}})
+            return httpx.Response(
+                429, headers={"Retry-After": "0.2"}, json={"error": {"code": "activityLimitReached"}}
+            )
         url = request.url
         path = url.path
         if path.startswith("/upload/"):
@@ -50,7 +52,11 @@ class FakeGraph:
                 if existing is None:
                     return httpx.Response(404, json={"error": {"code": "itemNotFound"}})
                 return httpx.Response(200, json=self.items[existing])
-            conflict = url.params.get("@microsoft.graph.conflictBehavior") if action == "/content" else json.loads(request.content)["item"]["@microsoft.graph.conflictBehavior"]
+            conflict = (
+                url.params.get("@microsoft.graph.conflictBehavior")
+                if action == "/content"
+                else json.loads(request.content)["item"]["@microsoft.graph.conflictBehavior"]
+            )
             if existing is not None and conflict == "fail":
                 return httpx.Response(409, json={"error": {"code": "nameAlreadyExists"}})
             if action == "/content":
@@ -58,7 +64,9 @@ class FakeGraph:
                 return httpx.Response(200 if existing else 201, json=item)
             sid = f"s{len(self.sessions) + 1}"
             self.sessions[sid] = {"parent": parent, "name": name, "data": b"", "total": None}
-            return httpx.Response(200, json={"uploadUrl": f"{GRAPH}/upload/{sid}", "expirationDateTime": "2030-01-01T00:00:00Z"})
+            return httpx.Response(
+                200, json={"uploadUrl": f"{GRAPH}/upload/{sid}", "expirationDateTime": "2030-01-01T00:00:00Z"}
+            )
         m = re.fullmatch(r"/v1.0/drives/d1/items/([^/]+)/children", path)
         if m and request.method == "POST":
             body = json.loads(request.content)
@@ -92,7 +100,9 @@ class FakeGraph:
         if request.method == "DELETE":
             del self.sessions[sid]
             return httpx.Response(204)
-        start, end, total = map(int, re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", request.headers["Content-Range"]).groups())
+        start, end, total = map(
+            int, re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", request.headers["Content-Range"]).groups()
+        )
         self.fragments.append((start, end, total))
         if s["total"] is not None and s["total"] != total:
             return httpx.Response(400, json={"error": {"code": "invalidRange"}})
@@ -205,7 +215,9 @@ def test_auth_failure_is_fatal_and_names_no_file() -> None:
         return httpx.Response(403, json={"error": {"code": "accessDenied", "message": "Ana Ruiz"}})
 
     async def go() -> None:
-        async with GraphClient(GraphConfig(graph_url=GRAPH), FakeCredential(), transport=httpx.MockTransport(handler)) as g:
+        async with GraphClient(
+            GraphConfig(graph_url=GRAPH), FakeCredential(), transport=httpx.MockTransport(handler)
+        ) as g:
             await g.upload("d1", "root", "Ana Ruiz xray.png", b"1")
 
     with pytest.raises(SharePointAuthError) as info:

@@ -1,0 +1,47 @@
+"""The journal keeps one row per source record; rewriting a batch changes nothing twice."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from azure.data.tables import TableServiceClient
+
+from shared.state.journal import Journal, JournalEntry
+
+T = datetime(2026, 11, 30, tzinfo=UTC)
+
+
+def _entry(source_id: str, action: str = "created", origin: str = "created") -> JournalEntry:
+    return JournalEntry(migration_id="m-1", table="patient", source_id=source_id, target_table="contact",
+                        target_id=f"guid-{source_id}", action=action, origin=origin, batch="patient/0", at=T)
+
+
+def test_a_batch_recorded_twice_leaves_one_row_per_record(storage_connection_string: str, unique_name: str):
+    journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
+    batch = [_entry(str(i)) for i in range(250)]  # more than one Table transaction
+    journal.record(batch)
+    journal.record(batch)
+    entries = list(journal.entries("m-1", "patient"))
+    assert len(entries) == 250
+    assert {e.source_id for e in entries} == {str(i) for i in range(250)}
+
+
+def test_ids_with_characters_tables_forbid_in_keys_round_trip(storage_connection_string: str, unique_name: str):
+    journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
+    odd = ["12|1", "a/b", "c#d", "e?f", "g\\h"]
+    journal.record([_entry(source_id) for source_id in odd])
+    assert sorted(e.source_id for e in journal.entries("m-1")) == sorted(odd)
+
+
+def test_a_rerun_keeps_the_original_origin(storage_connection_string: str, unique_name: str):
+    journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
+    journal.record([_entry("1"), _entry("2", origin="preexisting", action="updated")])
+    assert journal.existing_origins("m-1", "patient", ["1", "2", "3"]) == {"1": "created", "2": "preexisting"}
+
+
+def test_entries_are_scoped_to_their_migration(storage_connection_string: str, unique_name: str):
+    journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
+    journal.record([_entry("1")])
+    other = _entry("1").model_copy(update={"migration_id": "m-10"})
+    journal.record([other])
+    assert [e.migration_id for e in journal.entries("m-1")] == ["m-1"]
