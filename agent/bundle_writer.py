@@ -18,9 +18,12 @@ from typing import Any
 from shared.dentrix.manifest import PartEntry
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def dumps_row(row: dict[str, Any]) -> str:
     """One JSON line: UTF-8 text kept as is (not \\u-escaped), no spaces."""
-    return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(row)
 
 
 class _HashingFile(io.RawIOBase):
@@ -79,11 +82,14 @@ class PartWriter:
         self._raw = self._gz = self._text = None
 
     def write(self, row: dict[str, Any]) -> None:
+        self.write_line(dumps_row(row))
+
+    def write_line(self, line: str) -> None:
+        """Write one already-encoded JSON line (no newline)."""
         if self._text is None:
             self._open()
         assert self._text is not None
-        self._text.write(dumps_row(row))
-        self._text.write("\n")
+        self._text.write(line + "\n")
         self._rows += 1
         if self._rows >= self.part_rows:
             self._close_part()

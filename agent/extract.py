@@ -24,7 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent import __version__
-from agent.bundle_writer import PartWriter, store_file
+from agent.bundle_writer import PartWriter, dumps_row, store_file
 from agent.sample_files import sniff_media_type
 from agent.source import Source, open_source
 from shared.dentrix import normalise as n
@@ -43,6 +43,7 @@ from shared.dentrix.tables import JSON_TYPE_OF_KIND, TABLES, Column, Table
 from shared.errors import ConfigurationError
 
 KEYS_PER_FILE = 50_000
+_KEY_ENCODE = json.encoder.encode_basestring  # type: ignore[attr-defined]
 UNPARSED = "_unparsed"
 """Reserved row field: {column: raw text} for values the agent could not normalise (quarantined
 by the cloud reader; the column itself is written as null)."""
@@ -121,9 +122,10 @@ def _converter(column: Column, zone: ZoneInfo, money_unit: n.TMoneyUnit) -> Call
     raise AssertionError(kind)
 
 
-def row_hash(row: dict[str, Any]) -> str:
-    """A stable 128-bit hash of a normalised row (delta detection)."""
-    return hashlib.sha256(json.dumps(row, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()[:32]
+def row_hash(line: str) -> str:
+    """A 128-bit hash of a row's JSON line (delta detection); column order is the registry's, so
+    the same row always gives the same line."""
+    return hashlib.sha256(line.encode("utf-8")).hexdigest()[:32]
 
 
 class _Warnings:
@@ -369,10 +371,11 @@ def _extract_table(src: Source, table: Table, out: Path, zone: ZoneInfo, money_u
         if key is None:
             warnings.add("row_without_key", table.name, f"rows without {table.key} are kept and will be quarantined")
             key = ""
-        digest = row_hash(row)
-        keys.write({"k": key, "h": digest})
+        line = dumps_row(row)
+        digest = row_hash(line)
+        keys.write_line(f'{{"k":{_KEY_ENCODE(key)},"h":"{digest}"}}')
         if index is None:
-            parts.write(row)
+            parts.write_line(line)
             if row.get("file_sha256"):
                 referenced.add(row["file_sha256"])
             continue
@@ -386,7 +389,7 @@ def _extract_table(src: Source, table: Table, out: Path, zone: ZoneInfo, money_u
         elif base_hash != digest:
             rule = "hash"
         if rule is not None:
-            parts.write(row)
+            parts.write_line(line)
             if row.get("file_sha256"):
                 referenced.add(row["file_sha256"])
             assert changes is not None

@@ -97,7 +97,10 @@ class Source:
                         return
                     yield from chunk
             finally:
-                cursor.close()
+                try:
+                    cursor.close()
+                except Exception:  # noqa: BLE001 - the connection may already be closed after an error
+                    pass
 
         return names, rows()
 

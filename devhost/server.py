@@ -200,13 +200,17 @@ class LocalHost:
         clock = self.hub.clock
         if timer.run_on_startup:
             await self._fire_timer(timer, past_due=False)
-        schedule = croniter(timer.schedule, clock.now(), second_at_beginning=True)
+        due = croniter(timer.schedule, clock.now(), second_at_beginning=True).get_next(datetime).astimezone(UTC)
         while True:
-            due = schedule.get_next(datetime).astimezone(UTC)
             wake = asyncio.Event()
             while clock.now() < due:
                 await clock.sleep_until(due, wake)
-            await self._fire_timer(timer, past_due=False)
+            # Like the real host after a pause: one invocation, flagged past due if occurrences were
+            # missed, and the next occurrence counted from now.
+            following = croniter(timer.schedule, clock.now(), second_at_beginning=True).get_next(datetime)
+            missed = croniter(timer.schedule, due, second_at_beginning=True).get_next(datetime) <= clock.now()
+            await self._fire_timer(timer, past_due=missed)
+            due = following.astimezone(UTC)
 
     async def _fire_timer(self, timer: TimerFunction, past_due: bool) -> None:
         kwargs: dict[str, Any] = {timer.trigger_param: timer_request(past_due)}

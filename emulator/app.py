@@ -53,6 +53,9 @@ class Emulator:
         new = EmulatorConfig.model_validate(merged)
         if new.time_scale != self.config.time_scale:
             raise ValueError("time_scale cannot change while running")
+        if new.max_upload_file_size != self.config.max_upload_file_size:
+            for org in self.store.rows("organization").values():
+                org["maxuploadfilesize"] = new.max_upload_file_size
         self.config = new
         self.store.config = new
         self.governor.config = new
@@ -137,7 +140,6 @@ def _is_metadata_write(method: str, path: str) -> str | None:
 
 def build_app(emu: Emulator) -> web.Application:
     app = web.Application(client_max_size=MAX_CLIENT_BODY)
-    app["emulator"] = emu
 
     async def dataverse(request: web.Request) -> web.StreamResponse:
         cfg = emu.config

@@ -34,7 +34,7 @@ class MigrationView(BaseModel):
 async def create_migration(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     caller = caller_from_headers(req.headers)
     request = read_model(req, CreateMigrationRequest)
-    repository = migration_repository()
+    repository = runtime().migrations
     migration = repository.create(caller.tenant_id, request.name)
     # The migration id doubles as the orchestration's instance id: one orchestration per migration.
     migration.instance_id = await client.start_new(
@@ -51,7 +51,7 @@ async def create_migration(req: func.HttpRequest, client: df.DurableOrchestratio
 @api_route
 async def get_migration(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     caller = caller_from_headers(req.headers)
-    repository = migration_repository()
+    repository = runtime().migrations
     migration = repository.get(caller.tenant_id, req.route_params["migration_id"])
     status = await client.get_status(migration.instance_id) if migration.instance_id else None
     view = MigrationView(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -49,7 +51,30 @@ class Settings(BaseSettings):
     """Durable task hub name; also the prefix of the local host's own tables."""
 
     table_prefix: str = "bw"
-    """Prefix of Bridgework's Table Storage tables, so several deployments can share an account."""
+    """Prefix of Bridgework's Table Storage tables and Blob containers, so deployments can share an account."""
+
+    dataverse_auth_mode: Literal["client_secret", "federated", "managed_identity", "factory"] = "managed_identity"
+    """How the service authenticates to customers' Dataverse and Graph: its multi-tenant app registration
+    with a secret (from Key Vault) or a federated credential, a managed identity (single customer), or
+    `factory` (dev and tests: `dataverse_credential_factory` builds the credential, e.g. the emulator's)."""
+
+    dataverse_client_id: str | None = None
+    """Client id of Bridgework's app registration (the application user in the customer's environment)."""
+
+    dataverse_client_secret: SecretStr | None = None
+    """Its secret: in Azure a Key Vault reference resolved by the platform; never stored anywhere else."""
+
+    dataverse_federated_identity_client_id: str | None = None
+    """Managed identity whose token is the federated assertion (federated mode)."""
+
+    dataverse_credential_factory: str | None = None
+    """`module:callable` taking (app_user) and returning a TokenCredential; only for `factory` mode."""
+
+    key_vault_uri: str | None = None
+    """The app's Key Vault (customer secrets, if any are ever accepted, go there only)."""
+
+    upload_sas_hours: float = Field(default=24.0, gt=0, le=24.0)
+    """Lifetime of the agent's write-only upload SAS (at most 24 hours; renewable through the API)."""
 
 
 @lru_cache(maxsize=1)

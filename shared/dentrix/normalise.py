@@ -42,6 +42,8 @@ def to_cents(value: object, unit: TMoneyUnit) -> int | None:
     """
     if value is None:
         return None
+    if type(value) is int and unit == "cents":
+        return value  # type: ignore[return-value]
     if isinstance(value, bool):
         raise ValueError("money: a boolean is not an amount")
     if isinstance(value, str):
@@ -70,6 +72,9 @@ def normalise_text(value: object) -> str | None:
     """Trim padding (Dentrix fixed-width columns are space padded); empty becomes None; inner CR/LF kept."""
     if value is None:
         return None
+    if type(value) is str:
+        text = value.strip(" \t\r\n\x00")  # type: ignore[union-attr]
+        return text or None
     if isinstance(value, bytes):
         raise ValueError("text: undecoded bytes (set the source encoding)")
     text = str(value).strip(" \t\r\n\x00")
@@ -78,6 +83,12 @@ def normalise_text(value: object) -> str | None:
 
 def normalise_id(value: object) -> str | None:
     """Ids are strings; 0 / empty mean "none" in Dentrix (e.g. patid 0 on new-patient appointments)."""
+    kind = type(value)
+    if kind is int:  # the common cases first: this runs for every id of every row
+        return str(value) if value else None
+    if kind is str:
+        text = value.strip()  # type: ignore[union-attr]
+        return None if text in ("", "0") else text
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, float) and value.is_integer():
@@ -92,6 +103,9 @@ def normalise_date(value: object) -> str | None:
     """A date as "YYYY-MM-DD"; sentinel "no date" values become None."""
     if value is None:
         return None
+    if type(value) is str and len(value) == 10:  # fast path: already ISO
+        day = dt.date.fromisoformat(value)
+        return None if day in SENTINEL_DATES else value
     if isinstance(value, dt.datetime):
         value = value.date()
     if isinstance(value, dt.date):
@@ -111,6 +125,13 @@ def normalise_local_datetime(value: object, zone: ZoneInfo) -> str | None:
     """
     if value is None:
         return None
+    if type(value) is str and len(value) in (19, 23, 26) and value[10] in " T" and value[19:20] in ("", "."):
+        # fast path for "YYYY-MM-DD HH:MM:SS[.fff[fff]]" (no offset): validate, keep the wall time
+        text = value[:10] + "T" + value[11:19]
+        moment = dt.datetime.fromisoformat(text)
+        if len(value) > 19 and not value[20:].isdigit():
+            raise ValueError("datetime: bad fraction of a second")
+        return None if moment.date() in SENTINEL_DATES else text
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         value = dt.datetime(value.year, value.month, value.day)
     if not isinstance(value, dt.datetime):
@@ -229,6 +250,8 @@ def normalise_bool(value: object) -> bool | None:
     """Dentrix flags are 0/1 integers, 'Y'/'N' or 'T'/'F' characters."""
     if value is None:
         return None
+    if type(value) is int:
+        return value != 0
     if isinstance(value, bool):
         return value
     if isinstance(value, int | float):
@@ -242,8 +265,9 @@ def normalise_bool(value: object) -> bool | None:
 
 
 def normalise_int(value: object) -> int | None:
-    if value is None:
-        return None
+    """Integers from int, integral float or numeric text; empty text is None."""
+    if value is None or type(value) is int:
+        return value  # type: ignore[return-value]
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, float):

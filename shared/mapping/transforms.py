@@ -58,6 +58,13 @@ class TransformContext:
     instead of failing the whole Dataverse batch on a bind to a missing key."""
     spec: Any = None
     """The approved `MappingSpec` (parents' prefixes and targets, publisher prefix)."""
+    _codes: dict[str, dict[str, int]] = field(default_factory=dict, repr=False)
+
+    def codes_for(self, picklist: str) -> dict[str, int]:
+        """The picklist's code index, built once per context (a batch), not per row."""
+        if picklist not in self._codes:
+            self._codes[picklist] = self.picklists[picklist].code_index()
+        return self._codes[picklist]
 
 
 TransformFn = Callable[[list[Any], Mapping[str, Any], TransformContext], Any]
@@ -480,10 +487,10 @@ def picklist(values: list[Any], args: Mapping[str, Any], ctx: TransformContext) 
     (`unknown_picklist_code`)."""
     if all(_blank(v) for v in values):
         return None
-    pl = ctx.picklists.get(str(args.get("picklist")))
-    if pl is None:
+    name = str(args.get("picklist"))
+    if name not in ctx.picklists:
         raise TransformFailed("unknown_picklist")
-    codes = pl.code_index()
+    codes = ctx.codes_for(name)
     extra = {_code_key(k): int(v) for k, v in (args.get("codes") or {}).items()}
     parts = [_code_key(v) if not _blank(v) else "" for v in values]
     while parts:

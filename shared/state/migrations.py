@@ -17,6 +17,28 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.errors import MigrationNotFound
 
 TStage = Literal["created", "started", "discovery", "mapping", "schema", "load", "attachments", "done", "failed"]
+TLicence = Literal["sales_professional", "sales_enterprise"]
+
+
+class Target(BaseModel):
+    """Where a migration writes: the customer's Dataverse environment, tenant and SharePoint site."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    environment_url: str = Field(pattern=r"^https?://[^/?#]+/?$", max_length=200)
+    """`https://org.crm.dynamics.com`: the Dataverse environment (no path)."""
+    tenant_id: str | None = Field(default=None, max_length=64)
+    """The customer's Entra tenant, where Bridgework's app registration has been consented to."""
+    graph_url: str = Field(default="https://graph.microsoft.com/v1.0", pattern=r"^https?://", max_length=200)
+    sharepoint_site: str | None = Field(default=None, max_length=300)
+    """Graph site id (or `hostname:/sites/path`) that receives the attachments."""
+    licence: TLicence = "sales_professional"
+    """Decides the custom-table limit the schema plan checks (15 on Sales Professional)."""
+    application_users: list[str] = Field(default_factory=list, max_length=8)
+    """Client ids of the application users to spread load over; empty: the service's default one."""
+    attachments: Literal["sharepoint", "notes"] = "sharepoint"
+    fallback_owner: str | None = Field(default=None, max_length=64)
+    """Systemuser id that owns clinical records of providers with no active user (chosen at plan review)."""
 
 
 class Migration(BaseModel):
@@ -28,9 +50,15 @@ class Migration(BaseModel):
     tenant_id: str
     name: str
     created_at: datetime
+    target: Target
     stage: TStage = "created"
     instance_id: str | None = None
     """The Durable instance id of the migration orchestrator, once started."""
+    bundle_id: str | None = None
+    """The uploaded export bundle this migration loads (named at start)."""
+    mapping_version: int | None = None
+    """The approved, frozen field-map version the load uses."""
+    approval_timeout_hours: float = 168.0
 
 
 class StageProgress(BaseModel):
@@ -58,9 +86,9 @@ class MigrationRepository:
         self._migrations = _ensure(service, f"{prefix}migrations")
         self._progress = _ensure(service, f"{prefix}progress")
 
-    def create(self, tenant_id: str, name: str) -> Migration:
+    def create(self, tenant_id: str, name: str, target: Target) -> Migration:
         migration = Migration(migration_id=f"m-{uuid.uuid4().hex[:16]}", tenant_id=tenant_id, name=name,
-                              created_at=datetime.now(UTC))
+                              created_at=datetime.now(UTC), target=target)
         self._migrations.create_entity(self._to_entity(migration))
         return migration
 
@@ -95,17 +123,3 @@ class MigrationRepository:
         return {"PartitionKey": migration.tenant_id, "RowKey": migration.migration_id,
                 "Document": migration.model_dump_json()}
 
-
-_repository: MigrationRepository | None = None
-
-
-def migration_repository() -> MigrationRepository:
-    """The process-wide repository, built from the settings on first use (not at import)."""
-    global _repository
-    if _repository is None:
-        from shared.settings import get_settings
-        from shared.state.storage import table_service
-
-        settings = get_settings()
-        _repository = MigrationRepository(table_service(settings), settings.table_prefix)
-    return _repository

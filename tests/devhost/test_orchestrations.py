@@ -89,7 +89,11 @@ def test_approval_times_out_when_no_event_arrives(host: RunningHost):
 def test_event_raised_before_the_orchestrator_waits_is_buffered(host: RunningHost):
     client = host.client()
     instance_id = run_sync(client.start_new("early_event"))
-    run_sync(client.raise_event(instance_id, "Go", "green"))  # likely before the activity finished
+    assert host.wait_idle()
+    run_sync(client.raise_event(instance_id, "Go", "green"))  # the orchestrator is still on its timer
+    assert host.wait_idle()
+    assert host.status(instance_id)["runtimeStatus"] == "Running"
+    host.advance(3600)
     status = host.wait_for(instance_id)
     assert status["output"] == {"first": 2, "gate": "green"}
 
