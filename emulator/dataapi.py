@@ -11,8 +11,15 @@ from urllib.parse import quote
 from emulator import errors, records, schema
 from emulator.errors import ApiError, bad_request, not_found, unknown_property
 from emulator.messages import ApiRequest, ApiResponse
-from emulator.odata import parse_filter, parse_key, parse_orderby, parse_segment, parse_select, require_int, \
-    split_outside
+from emulator.odata import (
+    parse_filter,
+    parse_key,
+    parse_orderby,
+    parse_segment,
+    parse_select,
+    require_int,
+    split_outside,
+)
 from emulator.store import Store
 
 log = logging.getLogger("emulator")

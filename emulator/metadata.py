@@ -624,7 +624,10 @@ def create_relationship(store: Store, req: ApiRequest, body: Any) -> dict[str, A
         raise bad_request("Only OneToManyRelationshipMetadata is supported by the emulator.")
     solution, prefix = _solution(store, req)
     schema_name = str(body.get("SchemaName") or "")
-    _check_prefix(schema_name, prefix)
+    if not schema_name:
+        raise bad_request("The relationship needs a SchemaName.")
+    # Only the lookup column's name is prefix-checked: Microsoft's SDK names relationships
+    # '<referenced>_<referencing>_<lookup>' without a prefix, and no page we read states the rule for them.
     if schema_name in store.state["relationships"] or any(
             r["SchemaName"].lower() == schema_name.lower() for r in store.state["relationships"].values()):
         raise ApiError(400, errors.DUPLICATE_RECORD, f"A relationship named {schema_name} already exists.")

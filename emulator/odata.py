@@ -159,7 +159,7 @@ class _Parser:
         while self.peek() == "or":
             self.take()
             right = self.and_expr()
-            left = (lambda l, r: lambda row: l(row) or r(row))(left, right)
+            left = (lambda a, b: lambda row: a(row) or b(row))(left, right)
         return left
 
     def and_expr(self) -> Predicate:
@@ -167,7 +167,7 @@ class _Parser:
         while self.peek() == "and":
             self.take()
             right = self.not_expr()
-            left = (lambda l, r: lambda row: l(row) and r(row))(left, right)
+            left = (lambda a, b: lambda row: a(row) and b(row))(left, right)
         return left
 
     def not_expr(self) -> Predicate:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import ssl
 import subprocess as sp
 import sys
 import tempfile
@@ -36,7 +37,7 @@ class RunningEmulator:
         self.base_url = base_url
         self.config = config
         self.cert_file = cert_file
-        self._admin = httpx.Client(base_url=base_url, verify=cert_file or True, timeout=30)
+        self._admin = httpx.Client(base_url=base_url, verify=self.verify, timeout=30)
 
     @property
     def api_url(self) -> str:
@@ -49,9 +50,10 @@ class RunningEmulator:
         return self.base_url + "/v1.0"
 
     @property
-    def verify(self) -> str | bool:
-        """What to pass as httpx `verify=`: the generated CA file over https, True over http."""
-        return self.cert_file or True
+    def verify(self) -> ssl.SSLContext | bool:
+        """What to pass as httpx `verify=`: a context trusting the generated certificate over https, else True.
+        (requests-based clients such as Microsoft's SDK take the file itself: `cert_file`.)"""
+        return ssl.create_default_context(cafile=self.cert_file) if self.cert_file else True
 
     def token_for(self, app_user: str = "app-1", graph: bool = False, lifetime_seconds: float = 3600.0) -> str:
         """A bearer token for this environment (or for Graph) as application user `app_user` (its app id)."""

@@ -218,7 +218,11 @@ class DataverseClient:
                 except httpx.TransportError as exc:
                     error = error_from_exception(exc)
                 else:
-                    lane.governor.observe(response.headers.get("x-ms-dop-hint"))
+                    lane.governor.observe(
+                        response.headers.get("x-ms-dop-hint"),
+                        response.headers.get("x-ms-ratelimit-burst-remaining-xrm-requests"),
+                        response.headers.get("x-ms-ratelimit-time-remaining-xrm-requests"),
+                    )
                     if response.is_success:
                         lane.governor.succeeded()
                         return response

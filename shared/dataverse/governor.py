@@ -50,6 +50,8 @@ class Governor:
         self._limit = float(min(self.config.initial_concurrency, self._ceiling))
         self._in_flight = 0
         self._waiting = 0
+        self._burst_remaining: float | None = None
+        self._time_remaining: float | None = None
         self._blocked_until = 0.0
         self._next_start = 0.0
         self._spacing_left = 0
@@ -100,7 +102,7 @@ class Governor:
             while True:
                 now = self._clock()
                 ready_at = max(self._blocked_until, self._next_start)
-                if now >= ready_at and self._in_flight < self.limit:
+                if now >= ready_at and self._in_flight < self.limit and not self._budget_spent():
                     break
                 timeout = ready_at - now if now < ready_at else None
                 try:
@@ -113,23 +115,41 @@ class Governor:
                 self._spacing_left -= 1
                 self._next_start = now + self._spacing
 
+    def _budget_spent(self) -> bool:
+        """The last answers said the window has no room left for more than what is already in flight.
+
+        Then only one request (a probe) may be out: if the window is full it alone gets the 429 and
+        its Retry-After, instead of every in-flight request arriving after the limit was reached.
+        """
+        if self._in_flight == 0:
+            return False
+        if self._burst_remaining is not None and self._burst_remaining <= self._in_flight:
+            return True
+        return self._time_remaining is not None and self._time_remaining <= 0
+
     async def _release(self) -> None:
         async with self._cond:
             self._in_flight -= 1
             self._cond.notify_all()
 
     # -- feedback from responses --
-    def observe(self, dop_hint: str | None) -> None:
-        """Every response: adopt `x-ms-dop-hint` as the ceiling (under the configured cap)."""
+    def observe(
+        self, dop_hint: str | None, burst_remaining: str | None = None, time_remaining: str | None = None
+    ) -> None:
+        """Every response: adopt `x-ms-dop-hint` as the ceiling (under the configured cap), and note the
+        `x-ms-ratelimit-*-remaining-xrm-requests` values. Microsoft says not to drive the send rate from
+        those; they are used only to stop piling requests onto a window that is already used up."""
         if dop_hint:
             try:
                 hint = int(dop_hint)
             except ValueError:
-                return
+                hint = 0
             if hint >= 1:
                 self.dop_hint = hint
                 self._ceiling = min(hint, self.config.max_concurrency)
                 self._limit = min(self._limit, float(self._ceiling))
+        self._burst_remaining = _number(burst_remaining)
+        self._time_remaining = _number(time_remaining)
 
     def succeeded(self) -> None:
         """A request went through: grow by one per `limit` successes, up to the ceiling."""
@@ -146,7 +166,17 @@ class Governor:
             self._spacing_left = self.limit
             self._spacing = min(self.config.release_spread, max(retry_after, 0.01)) / self.limit
             self._next_start = max(self._next_start, self._blocked_until)
+            self._burst_remaining = self._time_remaining = None
             self._cond.notify_all()
+
+
+def _number(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        return None
 
 
 __all__ = ["Governor", "GovernorConfig"]

@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     StrictBool,
     StrictInt,
+    StringConstraints,
     create_model,
     model_validator,
 )
@@ -80,9 +81,12 @@ def _check_sha256(v: str) -> str:
     return v
 
 
+# Trimmed and non-empty, checked by pydantic-core's own regex engine (this runs for every value).
+_TRIMMED = r"^[^ \t\r\n\x00](?s:.*[^ \t\r\n\x00])?$"
+
 _STR_KINDS: dict[str, Any] = {
-    "id": AfterValidator(_check_id),
-    "text": AfterValidator(_check_text),
+    "id": StringConstraints(pattern=_TRIMMED),
+    "text": StringConstraints(pattern=_TRIMMED),
     "date": AfterValidator(_check_date),
     "datetime": AfterValidator(_check_datetime),
     "tooth": AfterValidator(_check_tooth),

@@ -36,7 +36,6 @@ from pydantic import ValidationError
 
 from shared.dentrix.manifest import (
     MANIFEST_NAME,
-    ColumnEntry,
     Manifest,
     PartEntry,
     TableEntry,
@@ -168,6 +167,18 @@ _JSON_CHECK = {
     "array": lambda v: isinstance(v, list),
     "mixed": lambda v: isinstance(v, str | int | float | bool),
 }
+# The exact Python types json.loads produces for each declared JSON type (checked per value, so a
+# set lookup on type() keeps the structural pass cheap); None is always allowed (null).
+_JSON_TYPES: dict[str, frozenset[type]] = {
+    "string": frozenset({str, type(None)}),
+    "integer": frozenset({int, type(None)}),
+    "number": frozenset({int, float, type(None)}),
+    "boolean": frozenset({bool, type(None)}),
+    "object": frozenset({dict, type(None)}),
+    "array": frozenset({list, type(None)}),
+    "mixed": frozenset({str, int, float, bool, type(None)}),
+}
+_DECODE = json.JSONDecoder().decode
 
 
 def _json_name(value: Any) -> str:
@@ -289,7 +300,10 @@ class BundleReader:
         lines: list[bytes] | None = None
         problem: Exception | None = None
         try:
-            lines = gzip.GzipFile(fileobj=io.BytesIO(data)).read().splitlines()
+            # split on LF only: JSON escapes CR, and text may hold U+2028 that str.splitlines would cut
+            lines = gzip.GzipFile(fileobj=io.BytesIO(data)).read().split(b"\n")
+            if lines and lines[-1] == b"":
+                lines.pop()
         except EOFError:
             problem = BundleCorrupt(f"{part.file} is truncated: its gzip stream ends early ({len(data)} of "
                                     f"{part.bytes} bytes); {RETRY_HINT}", file=part.file)
@@ -314,34 +328,38 @@ class BundleReader:
 
     def _parse_part(self, entry: TableEntry, part: PartEntry) -> list[dict[str, Any]]:
         """Every line as a dict, each checked against the manifest's columns and JSON types."""
-        columns: dict[str, ColumnEntry] = {c.name: c for c in entry.columns}
-        expected = set(columns)
+        allowed: dict[str, frozenset[type]] = {c.name: _JSON_TYPES[c.type] for c in entry.columns}
+        expected = set(allowed)
+        with_unparsed = expected | {UNPARSED}
+        allowed[UNPARSED] = frozenset({dict, type(None)})
         rows = []
         for number, line in enumerate(self._read_part(part), start=1):
             try:
-                obj = json.loads(line)
+                obj = _DECODE(line.decode("utf-8"))
             except ValueError:
-                raise BundleCorrupt(f"{part.file} line {number} is not JSON", file=part.file, line=number) from None
-            if not isinstance(obj, dict):
+                raise BundleCorrupt(f"{part.file} line {number} is not JSON (or not UTF-8)", file=part.file,
+                                    line=number) from None
+            if type(obj) is not dict:
                 raise BundleCorrupt(f"{part.file} line {number} is not a JSON object", file=part.file, line=number)
-            keys = set(obj)
-            keys.discard(UNPARSED)
-            if keys != expected:
-                extra, lacking = sorted(keys - expected), sorted(expected - keys)
+            keys = obj.keys()
+            if keys != expected and keys != with_unparsed:
+                present = set(keys) - {UNPARSED}
+                extra, lacking = sorted(present - expected), sorted(expected - present)
                 what = f"unexpected column {extra[0]}" if extra else f"missing column {lacking[0]}"
                 raise BundleColumnMismatch(f"{part.file} line {number}: {what} (columns must be exactly the "
                                            f"manifest's)", file=part.file, line=number,
                                            field=(extra or lacking)[0])
             for name, value in obj.items():
-                if value is None or name == UNPARSED:
-                    continue
-                declared = columns[name].type
-                if not _JSON_CHECK[declared](value):
+                if type(value) not in allowed[name]:
+                    if name == UNPARSED:
+                        raise BundleColumnMismatch(f"{part.file} line {number}: {UNPARSED} must be an object",
+                                                   file=part.file, line=number, field=UNPARSED)
+                    declared = next(c.type for c in entry.columns if c.name == name)
                     raise BundleColumnMismatch(
                         f"{part.file} line {number} column {name}: a {_json_name(value)} where the manifest "
                         f"declares {declared}", file=part.file, line=number, field=name)
             unparsed = obj.get(UNPARSED)
-            if unparsed is not None and not (isinstance(unparsed, dict) and set(unparsed) <= expected):
+            if unparsed is not None and not set(unparsed) <= expected:
                 raise BundleColumnMismatch(f"{part.file} line {number}: {UNPARSED} must name declared columns",
                                            file=part.file, line=number, field=UNPARSED)
             rows.append(obj)
@@ -419,7 +437,7 @@ class BundleReader:
     @staticmethod
     def _small_json(file: str, number: int, line: bytes, fields: tuple[str, ...]) -> dict[str, Any]:
         try:
-            item = json.loads(line)
+            item = _DECODE(line.decode("utf-8"))
         except ValueError:
             raise BundleCorrupt(f"{file} line {number} is not JSON", file=file, line=number) from None
         if not isinstance(item, dict) or any(not isinstance(item.get(f), str) for f in fields):
@@ -451,10 +469,8 @@ class BundleReader:
                     else:
                         counts.quarantined += 1
                         report.quarantined.append(item)
-            for _ in self.iter_keys(entry.name):
-                pass
-            for _ in self.iter_changes(entry.name):
-                pass
+            for listing in (*entry.keys, *entry.changes):
+                self._read_part(listing)  # size, sha256, gzip and line count
             report.tables[entry.name] = counts
         if check_files:
             for listed in self.manifest.files:

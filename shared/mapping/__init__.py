@@ -15,7 +15,10 @@ from shared.mapping.proposer import (
     source_contract_for,
 )
 from shared.mapping.rows import (
+    child_tables,
+    create_only_columns,
     final_state,
+    index_children,
     make_context,
     record_ref,
     reference_tables,
@@ -41,6 +44,7 @@ from shared.mapping.spec import (
     default_mapping,
     load_approved,
     parse_mapping,
+    revise,
 )
 from shared.mapping.transforms import TransformContext
 
@@ -64,8 +68,11 @@ __all__ = [
     "approve",
     "build_schema_spec",
     "check_mapping",
+    "child_tables",
+    "create_only_columns",
     "default_mapping",
     "final_state",
+    "index_children",
     "load_approved",
     "make_context",
     "max_lengths_for",
@@ -76,6 +83,7 @@ __all__ = [
     "providers_from_rows",
     "record_ref",
     "reference_tables",
+    "revise",
     "source_contract_for",
     "split_deferred",
     "transform_row",

@@ -243,10 +243,10 @@ def propose(facts: DiscoveryFacts, base: MappingSpec, threshold: float = 0.6) ->
             for old in missing:
                 if old in renamed_to.values():
                     continue
-                s = name_similarity(col.name, old)
                 old_kind = registry.column(tf_.name, old).kind  # type: ignore[union-attr]
                 if not _compatible(old_kind, col.inferred_type):
-                    s *= 0.5
+                    continue  # a different kind of value is not the same column under a new name
+                s = name_similarity(col.name, old)
                 if s > score:
                     best, score = old, s
             if best is not None and score >= threshold:
@@ -311,6 +311,14 @@ def propose(facts: DiscoveryFacts, base: MappingSpec, threshold: float = 0.6) ->
             unmapped.append(p.model_copy(update={"accepted": False, "reason": p.reason + "; refused by the map rules"}))
         accepted = keep
         spec = MappingSpec.model_validate(data)
+        if check_mapping(spec, contract):
+            # What is left comes from renames: keep the default's own column names for those tables.
+            for p in [p for p in accepted if p.kind == "renamed"]:
+                _apply_renames(data, p.source_table, {p.source_column: p.replaces or p.source_column})
+                accepted.remove(p)
+                unmapped.append(p.model_copy(update={"accepted": False,
+                                                     "reason": p.reason + "; refused by the map rules"}))
+            spec = MappingSpec.model_validate(data)
     return Proposal(spec=spec, proposals=accepted, unmapped=unmapped)
 
 

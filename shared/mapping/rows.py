@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -236,30 +237,35 @@ def transform_row(
     elif record_key(table_map, row, ctx) is None:
         err(("key",), "missing_key", f"{table_map.source_table}: the parent key column is empty", True)
 
-    for f in table_map.fields:
+    for step in _compiled(table_map, ctx):
+        target, required = step.target, step.required
+        missing_ref = False
+        if step.plain is not None:
+            values = [row.get(c) for c in step.plain]  # the common case: columns of the row itself
+        else:
+            try:
+                values = [_source_value(table_map, s, row, ctx) for s in step.sources]
+            except _MissingReference as exc:
+                err((target,), "reference_table_not_loaded", f"reference table {exc.table} was not loaded", True)
+                continue
+            missing_ref = any(v is _NOT_FOUND for v in values)
+            if missing_ref:
+                values = [None if v is _NOT_FOUND else v for v in values]
         try:
-            values = [_source_value(table_map, s, row, ctx) for s in f.source]
-        except _MissingReference as exc:
-            err((f.target,), "reference_table_not_loaded", f"reference table {exc.table} was not loaded", True)
-            continue
-        missing_ref = any(v is _NOT_FOUND for v in values)
-        values = [None if v is _NOT_FOUND else v for v in values]
-        try:
-            value = tf.REGISTRY[f.transform.name].fn(values, f.transform.args, ctx)
+            value = step.fn(values, step.args, ctx)
         except tf.TransformFailed as exc:
-            err((f.target,), exc.code, f"{f.target}: value broke rule {exc.code}", f.required)
+            err((target,), exc.code, f"{target}: value broke rule {exc.code}", required)
             continue
         if value is None:
             if missing_ref:
-                err((f.target,), "reference_not_found", f"{f.target}: a referenced row is not in the bundle", f.required)
-            elif f.required:
-                err((f.target,), "required_value_missing", f"{f.target} is required and empty", True)
+                err((target,), "reference_not_found", f"{target}: a referenced row is not in the bundle", required)
+            elif required:
+                err((target,), "required_value_missing", f"{target} is required and empty", True)
             continue
-        cap = _cap(table_map, f)
-        if cap is not None and isinstance(value, str) and len(value) > cap:
-            err((f.target,), "too_long", f"{f.target} holds {cap} characters; the value is longer", f.required)
+        if step.cap is not None and isinstance(value, str) and len(value) > step.cap:
+            err((target,), "too_long", f"{target} holds {step.cap} characters; the value is longer", required)
             continue
-        payload[f.target] = value
+        payload[target] = value
 
     name_col = f"{spec.publisher_prefix}_name"
     if table_map.action == "upsert" and table_map.target_table not in standard_tables() and name_col not in payload:
@@ -309,6 +315,39 @@ def transform_row(
             payload[std.party_list] = parties
 
     return payload, errors
+
+
+@dataclass(frozen=True)
+class _Step:
+    target: str
+    sources: tuple[Any, ...]
+    plain: tuple[str, ...] | None
+    """Set when every source is a column of the row itself (no hops, no children): a fast path."""
+    fn: Any
+    args: Mapping[str, Any]
+    required: bool
+    cap: int | None
+
+
+def _compiled(table_map: TableMap, ctx: tf.TransformContext) -> list[_Step]:
+    """The map's fields as ready-to-run steps, built once per context (a batch) and map."""
+    key = ("steps", table_map.name, id(table_map))
+    steps = ctx.cache.get(key)
+    if steps is None:
+        steps = []
+        for f in table_map.fields:
+            simple = all(isinstance(s, str) and ">" not in s for s in f.source)
+            steps.append(_Step(
+                target=f.target,
+                sources=tuple(f.source),
+                plain=tuple(s.strip() for s in f.source) if simple else None,  # type: ignore[union-attr]
+                fn=tf.REGISTRY[f.transform.name].fn,
+                args=f.transform.args,
+                required=f.required,
+                cap=_cap(table_map, f),
+            ))
+        ctx.cache[key] = steps
+    return steps
 
 
 def _source_value(table_map: TableMap, s: Any, row: Mapping[str, Any], ctx: tf.TransformContext) -> Any:

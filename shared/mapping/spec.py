@@ -720,6 +720,30 @@ def default_mapping() -> MappingSpec:
     return parse_mapping(default_mapping_data())
 
 
+def revise(
+    current: MappingSpec,
+    edited: dict[str, Any],
+    source: SourceContract | None = None,
+    max_lengths: dict[tuple[str, str], int] | None = None,
+) -> MappingSpec:
+    """A user's edit of `current` (an API `PUT`), validated; its version is `current.version + 1`
+    whatever the edit says, or `current` itself when nothing changed. The publisher prefix cannot
+    change: components already built carry it forever (dataverse.md §3.1).
+    Raises `MappingInvalid` listing every problem."""
+    data = dict(edited)
+    data["version"] = current.version
+    if data.get("publisher_prefix", current.publisher_prefix) != current.publisher_prefix:
+        raise MappingInvalid(
+            "mapping is invalid: 1 problem(s)",
+            errors=[FieldError(loc=("publisher_prefix",), code="prefix_is_permanent",
+                               message=f"the publisher prefix stays {current.publisher_prefix}").model_dump()],
+        )
+    spec = parse_mapping(data, source, max_lengths)
+    if spec.content_hash() == current.content_hash():
+        return current
+    return spec.model_copy(update={"version": current.version + 1})
+
+
 def approve(
     spec: MappingSpec, approved_by: str | None = None, approved_at: str | None = None
 ) -> ApprovedMapping:
@@ -743,5 +767,5 @@ __all__ = [
     "ApprovedMapping", "CdtCategory", "ChildSource", "CloseRule", "Condition", "FieldError", "FieldMap",
     "KeyMap", "LookupMap", "MappingSpec", "OBJECTS", "PartyMap", "Picklist", "PicklistOption", "TARGET_TYPES",
     "TableMap", "TransformRef", "approve", "check_mapping", "default_mapping", "default_mapping_data",
-    "load_approved", "parse_mapping",
+    "load_approved", "parse_mapping", "revise",
 ]

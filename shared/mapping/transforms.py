@@ -59,6 +59,8 @@ class TransformContext:
     spec: Any = None
     """The approved `MappingSpec` (parents' prefixes and targets, publisher prefix)."""
     _codes: dict[str, dict[str, int]] = field(default_factory=dict, repr=False)
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+    """Per-context memo for compiled map steps (the context lives for one batch)."""
 
     def codes_for(self, picklist: str) -> dict[str, int]:
         """The picklist's code index, built once per context (a batch), not per row."""

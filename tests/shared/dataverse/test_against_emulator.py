@@ -264,15 +264,17 @@ def test_faults_lose_nothing_and_duplicate_nothing(fresh: RunningEmulator, bulk:
     assert_written_once(fresh, report, 3000)
 
 
-def _load_with_users(emu: RunningEmulator, users: list[str], n: int) -> tuple[float, dict]:
+def _load_with_users(emu: RunningEmulator, users: list[str], n: int) -> tuple[float, dict, list]:
     emu.configure(
         limits={"window_seconds": 300.0, "max_requests": 6, "max_concurrent": 52, "dop_hint": 8},
         faults=[],
     )
     emu.reset()
 
+    recorder = RecordingTransport()
+
     async def go() -> float:
-        async with client_for(emu, users) as client:
+        async with client_for(emu, users, transport=recorder) as client:
             info = await build_schema(client, dental_spec(), key_poll_seconds=0.05)
             t = info.tables["contact"]
             target = TableTarget(
@@ -289,13 +291,13 @@ def _load_with_users(emu: RunningEmulator, users: list[str], n: int) -> tuple[fl
             return time.monotonic() - started
 
     seconds = asyncio.run(go())
-    return n / seconds, emu.counters()
+    return n / seconds, emu.counters(), recorder.early_sends()
 
 
 def test_two_application_users_roughly_double_throughput(emu: RunningEmulator) -> None:
     try:
-        one, c1 = _load_with_users(emu, ["app-1"], 3000)
-        two, c2 = _load_with_users(emu, ["app-1", "app-2"], 3000)
+        one, c1, early1 = _load_with_users(emu, ["app-1"], 3000)
+        two, c2, early2 = _load_with_users(emu, ["app-1", "app-2"], 3000)
     finally:
         emu.configure(limits={"window_seconds": 300.0, "max_requests": 6000})
     print(f"\none user {one:.0f} rows/s, two users {two:.0f} rows/s, ratio {two / one:.2f}")
@@ -303,4 +305,5 @@ def test_two_application_users_roughly_double_throughput(emu: RunningEmulator) -
     assert c1["app-1"]["throttled"] > 0, "one user is limited by its budget"
     r1, r2 = c2["app-1"]["requests"], c2["app-2"]["requests"]
     assert min(r1, r2) >= 0.35 * (r1 + r2), "work spread over both users"
+    assert early1 == [] and early2 == [], "a request left before its Retry-After"
     assert two / one > 1.5

@@ -127,3 +127,14 @@ def test_facts_models_hide_input_in_errors():
     with pytest.raises(Exception) as info:
         ColumnFacts(name="x", inferred_type="string", null_rate="Ruiz-secret")
     assert "Ruiz-secret" not in str(info.value)
+
+
+def test_a_rename_the_map_rules_refuse_is_undone_and_left_for_the_user():
+    # a similarly named column holding numbers cannot feed the e-mail transform
+    out = propose(facts_with(ColumnFacts(name="email_addr", inferred_type="integer"), drop=("email",)),
+                  default_mapping())
+    assert out.proposals == []
+    assert [(p.kind, p.source_column, p.replaces) for p in out.unmapped] == [("renamed", "email_addr", "email")]
+    assert "refused" in out.unmapped[0].reason
+    fields = {f.target: f.source for f in out.spec.table("patient").fields}
+    assert fields["emailaddress1"] == ["email"]

@@ -171,3 +171,26 @@ def test_content_hash_changes_with_any_edit_and_not_with_key_order():
     assert parse_mapping(reordered).content_hash() == a.content_hash()
     edited = _edit(lambda d: _field(d, "patient", "firstname")["transform"].update(name="concat"))
     assert parse_mapping(edited).content_hash() != a.content_hash()
+
+
+def test_json_round_trip_and_schema_for_the_api():
+    spec = default_mapping()
+    as_json = spec.model_dump(mode="json", by_alias=True)
+    assert parse_mapping(as_json) == spec
+    schema = type(spec).model_json_schema(by_alias=True)
+    assert "tables" in schema["properties"]
+
+
+def test_revise_bumps_the_version_only_when_something_changed():
+    from shared.mapping.spec import revise
+
+    current = default_mapping()
+    same = revise(current, current.model_dump(mode="json", by_alias=True))
+    assert same is current
+    edited = _edit(lambda d: _field(d, "patient", "firstname").update(required=True))
+    edited["version"] = 99
+    new = revise(current, edited)
+    assert new.version == 2 and new.content_hash() != current.content_hash()
+    with pytest.raises(MappingInvalid) as info:
+        revise(current, _edit(lambda d: d.update(publisher_prefix="xx")))
+    assert info.value.errors[0]["code"] == "prefix_is_permanent"

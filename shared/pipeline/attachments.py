@@ -1,0 +1,169 @@
+"""The attachment stage: bundle files (x-rays, forms) to SharePoint, one folder per patient, with a
+document location regarding the contact; or, when the migration says so, to note attachments.
+
+A file over the destination's limit is never dropped silently: its journal row says `skipped` with
+the code `too_large` and the limit, and the final report lists it.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+from pydantic import BaseModel
+
+from shared.connections import target_credential
+from shared.dataverse.client import DataverseClient
+from shared.dentrix.reader import BundleReader, LoadedRow, QuarantinedRow
+from shared.mapping.rows import derived_id, make_context, source_id, transform_row
+from shared.mapping.spec import MappingSpec, TableMap
+from shared.pipeline.bundle import open_bundle
+from shared.pipeline.mapping import approved_mapping
+from shared.pipeline.target import dataverse_client
+from shared.runtime import Runtime
+from shared.sharepoint.client import GraphClient, GraphConfig
+from shared.sharepoint.documents import LibraryTarget, upload_contact_document
+from shared.sharepoint.locations import contact_folder_name, ensure_library_location, ensure_site
+from shared.state.journal import JournalEntry, TAction, now
+from shared.state.migrations import Migration
+
+log = logging.getLogger("bridgework.attachments")
+
+NOTE_ATTACHMENT_LIMIT = 5 * 1024 * 1024
+"""Dataverse's default maximum note attachment (`maxuploadfilesize`, 5 MB; an admin can raise it)."""
+SHAREPOINT_FILE_LIMIT = 250 * 1024 * 1024 * 1024
+"""SharePoint Online's largest file (250 GB)."""
+
+
+class AttachmentInfo(BaseModel):
+    part: int
+    copied: int
+    skipped: int
+    failed: int
+
+
+def _document_map(spec: MappingSpec) -> TableMap | None:
+    return next((t for t in spec.enabled_tables() if t.action == "attachment"), None)
+
+
+def _file_column(reader: BundleReader, table: str) -> str:
+    from shared.dentrix.tables import get_table
+
+    return next(c.name for c in get_table(table).columns if c.kind == "sha256")
+
+
+def _patient_column(table_map: TableMap) -> str:
+    lookup = next(lk for lk in table_map.lookups if lk.parent == "patient")
+    return lookup.source
+
+
+def _read_file(reader: BundleReader, digest: str) -> bytes:
+    return b"".join(reader.iter_file(digest))
+
+
+async def _library(graph: GraphClient, dv: DataverseClient, site: str) -> LibraryTarget:
+    """The site's document library, its `contact` folder and their Dataverse locations (idempotent)."""
+    site_info = await graph.get_json(f"sites/{site}")
+    drive = await graph.get_drive(site_info["id"], "Documents")
+    root = await graph.get_root(drive["id"])
+    folder = await graph.ensure_folder(drive["id"], root["id"], "contact")
+    site_record = await ensure_site(dv, site_info["webUrl"])
+    location = await ensure_library_location(dv, site_record, "contact")
+    return LibraryTarget(drive_id=drive["id"], folder_item_id=folder["id"], parent_location_id=location)
+
+
+async def copy_attachments(rt: Runtime, migration: Migration, part: int) -> AttachmentInfo:
+    """Copy the files of one part of the document table; safe to run twice (replace + upserts)."""
+    mapping = approved_mapping(rt, migration)
+    spec = mapping.spec
+    table_map = _document_map(spec)
+    if table_map is None:
+        return AttachmentInfo(part=part, copied=0, skipped=0, failed=0)
+    reader = open_bundle(rt, migration)
+    file_column = _file_column(reader, table_map.source_table)
+    patient_column = _patient_column(table_map)
+    counts = {"created": 0, "skipped": 0, "failed": 0}
+    entries: list[JournalEntry] = []
+
+    def journal(sid: str, action: TAction, **fields: Any) -> None:
+        key = "created" if action in ("created", "updated") else action
+        counts[key] = counts.get(key, 0) + 1
+        entries.append(JournalEntry(migration_id=migration.migration_id, table=table_map.name, source_id=sid,
+                                    action=action, batch=f"{table_map.name}/{part}", at=now(), **fields))
+
+    sizes = {entry.sha256: entry.bytes for entry in reader.manifest.files}
+    to_notes = migration.target.attachments == "notes" or not migration.target.sharepoint_site
+    limit = NOTE_ATTACHMENT_LIMIT if to_notes else SHAREPOINT_FILE_LIMIT
+    async with dataverse_client(rt, migration) as dv:
+        graph: GraphClient | None = None
+        library: LibraryTarget | None = None
+        if not to_notes:
+            credential = target_credential(rt.settings, migration.target.tenant_id,
+                                           (migration.target.application_users or [None])[0])
+            graph_root = migration.target.graph_url.rsplit("/", 1)[0]
+            graph = GraphClient(GraphConfig(graph_url=graph_root), credential)
+            library = await _library(graph, dv, migration.target.sharepoint_site or "")
+        context = make_context(spec, reader.manifest.practice_timezone)
+        try:
+            for item in reader.iter_part(table_map.source_table, part):
+                if isinstance(item, QuarantinedRow):
+                    journal(item.key or f"{item.file}:{item.line}", "quarantined",
+                            code=",".join(sorted({p.code for p in item.problems})),
+                            reason=f"{item.file} line {item.line}")
+                    continue
+                assert isinstance(item, LoadedRow)
+                row = item.row.model_dump()
+                sid = source_id(table_map, row) or item.key
+                digest, patient = row.get(file_column), row.get(patient_column)
+                if not digest or not patient:
+                    journal(sid, "skipped", code="no_file_or_patient",
+                            reason="the document names no file or no patient")
+                    continue
+                size = sizes.get(digest, 0)
+                if size > limit:
+                    journal(sid, "skipped", code="too_large",
+                            reason=f"{size} bytes is over the destination's limit of {limit} bytes")
+                    continue
+                data = _read_file(reader, digest)
+                patient_key = f"{spec.table('patient').key.prefix}-{patient}"
+                contact = await dv.get("contacts", {spec.source_id_column: patient_key},
+                                       select=["contactid", "fullname"])
+                if contact is None:
+                    journal(sid, "failed", code="contact_missing",
+                            reason=f"the patient's contact {patient_key} is not in Dataverse")
+                    continue
+                if to_notes:
+                    payload, errors = transform_row(table_map, row, context)
+                    if any(e.fatal for e in errors):
+                        journal(sid, "quarantined", code=",".join(sorted({e.code for e in errors})))
+                        continue
+                    payload.update({"documentbody": base64.b64encode(data).decode(), "isdocument": True})
+                    note_id = derived_id("annotation", sid)
+                    await dv.request("PATCH", f"annotations({note_id})", json=payload,
+                                     headers={"Content-Type": "application/json"})
+                    journal(sid, "created", target_table="annotation", target_id=note_id, origin="created")
+                else:
+                    assert graph is not None and library is not None
+                    result = await upload_contact_document(
+                        graph, dv, library, contact_id=contact["contactid"],
+                        folder_name=contact_folder_name(contact.get("fullname") or "", contact["contactid"]),
+                        file_name=_file_name(row, sid), data=data,
+                        content_type=str(row.get("media_type") or "application/octet-stream"))
+                    journal(sid, "created", target_table="sharepoint", target_id=result.file_item_id,
+                            origin="created", code=result.location_id)
+        finally:
+            if graph is not None:
+                await graph.aclose()
+    rt.journal.record(entries)
+    rt.migrations.record_progress(migration.migration_id, f"attachments:{part}", "done", counts)
+    return AttachmentInfo(part=part, copied=counts["created"], skipped=counts["skipped"] + counts.get("quarantined", 0),
+                          failed=counts["failed"])
+
+
+def _file_name(row: dict[str, Any], sid: str) -> str:
+    """The file's own name when it is safe, else the document's source id (names never reach a log)."""
+    name = str(row.get("file_name") or "").strip()
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        return sid
+    return name
