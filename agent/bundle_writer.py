@@ -17,7 +17,6 @@ from typing import Any
 
 from shared.dentrix.manifest import PartEntry
 
-
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 

@@ -194,9 +194,13 @@ class _BaseIndex:
 def _resolve_file(root: Path, raw: str) -> Path | None:
     """A document path from Dentrix (Windows form, relative to the document root) inside `root`.
 
-    Returns None when it is absolute or climbs out of the root (`..`): such a row is reported, and
-    its file is never read.
+    Returns None when it climbs out of the root (`..`, another drive, an absolute path elsewhere):
+    such a row is reported, and its file is never read.
     """
+    native = Path(raw.strip())
+    if native.is_absolute():  # e.g. D:\Dentrix\Doc\x.pdf on the practice server: fine if under the root
+        candidate = native.resolve()
+        return candidate if candidate.is_relative_to(root.resolve()) else None
     text = raw.replace("\\", "/").strip()
     pure = PurePosixPath(text)
     if not text or pure.is_absolute() or ":" in pure.parts[0] or any(p == ".." for p in pure.parts):
@@ -275,13 +279,14 @@ def _extract(src: Source, source: str, out: Path, timezone: str | None, money_un
     files: dict[str, FileEntry] = {}
     tables: list[TableEntry] = []
     referenced: set[str] = set()
+    practice_ids: list[str] = []
     info = ExtractInfo(out, bundle_id, kind)
     workdir = Path(tempfile.mkdtemp(prefix="bw-extract-"))
     index = _BaseIndex(Path(base_dir), base_manifest, workdir) if base_dir is not None and base_manifest else None
     try:
         for table in TABLES:
             entry = _extract_table(src, table, out, zone, money_unit, files_root, part_rows, warnings, files,
-                                   index, since, referenced)
+                                   index, since, referenced, practice_ids)
             tables.append(entry)
             info.rows[table.name] = entry.rows
     finally:
@@ -297,7 +302,7 @@ def _extract(src: Source, source: str, out: Path, timezone: str | None, money_un
         since=since if kind == "delta" else None, watermark=watermark,
         created_utc=started.strftime("%Y-%m-%dT%H:%M:%SZ"), agent_version=__version__,
         source=ManifestSource(product=src.info.product, version=src.info.version, driver=src.driver,
-                              database=src.info.database),
+                              database=src.info.database, practice_id=practice_ids[0] if practice_ids else None),
         practice_timezone=zone_name, source_text_encoding="utf-8" if src.driver == "sqlite" else text_encoding,
         money_source_unit=money_unit, part_rows=part_rows, tables=tables,
         files=sorted(files.values(), key=lambda f: f.sha256), warnings=warnings.as_list(),
@@ -313,7 +318,8 @@ def _extract(src: Source, source: str, out: Path, timezone: str | None, money_un
 
 def _extract_table(src: Source, table: Table, out: Path, zone: ZoneInfo, money_unit: n.TMoneyUnit,
                    files_root: Path | None, part_rows: int, warnings: _Warnings, files: dict[str, FileEntry],
-                   index: _BaseIndex | None, since: str | None, referenced: set[str]) -> TableEntry:
+                   index: _BaseIndex | None, since: str | None, referenced: set[str],
+                   practice_ids: list[str]) -> TableEntry:
     view = src.view_for(table)
     names, rows = src.select_all(view)
     position = {name: i for i, name in enumerate(names)}
@@ -368,6 +374,8 @@ def _extract_table(src: Source, table: Table, out: Path, zone: ZoneInfo, money_u
         if unparsed:
             row[UNPARSED] = unparsed
         key = row.get(table.key)
+        if table.name == "practice" and key is not None:
+            practice_ids.append(key)
         if key is None:
             warnings.add("row_without_key", table.name, f"rows without {table.key} are kept and will be quarantined")
             key = ""

@@ -128,10 +128,17 @@ def view_name(table: str) -> str:
     return next(t for t in TABLES if t.name == table).source_view.split(".", 1)[1]
 
 
+_DECLARED = {"text": "TEXT", "tooth": "TEXT", "surface": "TEXT", "date": "TEXT", "datetime": "TEXT", "json": "TEXT",
+             "int": "INTEGER", "bool": "INTEGER", "money": "INTEGER"}
+
+
 def create_schema(conn: sqlite3.Connection, schema: str = "main") -> None:
     """Create the Dentrix-shaped views (as SQLite tables) and admin.options."""
     for spec in TABLES:
-        cols = ", ".join(f'"{c}"' for c in source_columns(spec.name))
+        kinds = {c.source_name: c.kind for c in spec.columns}
+        # Declared types matter to ODBC drivers, which type a column from its declaration: an
+        # undeclared column holding 3 and "B" (teeth) loses the letters through the SQLite ODBC driver.
+        cols = ", ".join(f'"{c}" {_DECLARED.get(kinds.get(c, ""), "")}'.rstrip() for c in source_columns(spec.name))
         conn.execute(f'CREATE TABLE IF NOT EXISTS {schema}."{view_name(spec.name)}" ({cols})')
     conn.execute(f"CREATE TABLE IF NOT EXISTS {schema}.options (optionsection, optionkey, optionvalue)")
 

@@ -51,6 +51,8 @@ class SasTarget:
     """Account + container without the SAS: identifies the target in the journal."""
     path_prefix: str
     """Path after the container in the URL (the migration id), may be empty."""
+    can_read: bool = False
+    """The SAS grants read (`sp` has r): then what the journal claims is also checked in the cloud."""
 
 
 def parse_sas_url(url: str) -> SasTarget:
@@ -83,7 +85,9 @@ def parse_sas_url(url: str) -> SasTarget:
         raise BundleCredentialRefused("the SAS URL names no container")
     container = segments[0]
     container_url = urlunsplit((parts.scheme, parts.netloc, f"{account_path}/{container}", parts.query, ""))
-    return SasTarget(container_url, f"{parts.netloc}{account_path}/{container}", "/".join(segments[1:]))
+    permissions = (query.get("sp") or [""])[0]
+    return SasTarget(container_url, f"{parts.netloc}{account_path}/{container}", "/".join(segments[1:]),
+                     can_read="r" in permissions)
 
 
 @dataclass
@@ -125,6 +129,16 @@ def _sha256_file(path: Path) -> str:
         while chunk := fh.read(1 << 20):
             sha.update(chunk)
     return sha.hexdigest()
+
+
+def _present(container: Any, name: str, sha256: str) -> bool:
+    """With a readable SAS: is the blob there with the sha256 we recorded in its metadata?"""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        return container.get_blob_client(name).get_blob_properties().metadata.get("sha256") == sha256
+    except ResourceNotFoundError:
+        return False
 
 
 def _transient(exc: Exception) -> bool:
@@ -208,7 +222,7 @@ def upload_bundle(
     report = UploadReport(prefix=prefix)
     todo = []
     for path, expected, content_type in blobs:
-        if journal.done.get(path) == expected:
+        if journal.done.get(path) == expected and (not target.can_read or _present(container, prefix + path, expected)):
             report.skipped += 1
         else:
             todo.append((path, expected, content_type))

@@ -46,7 +46,7 @@ def _phase(argv: list[str]) -> None:
     elif phase == "upload":
         from agent.upload import upload_bundle
 
-        report = upload_bundle(Path(rest[0]), rest[1], migration_id="bench", concurrency=4,
+        report = upload_bundle(Path(rest[0]), rest[1], migration_id="bench", concurrency=8,
                                progress=_Silent())
         rows = report.uploaded
     elif phase == "read":
@@ -55,8 +55,15 @@ def _phase(argv: list[str]) -> None:
         from shared.dentrix.reader import BundleReader
 
         container = ContainerClient.from_connection_string(rest[0], rest[1])
-        report = BundleReader.from_container(container, "bench/bench/").verify()
+        reader = BundleReader.from_container(container, "bench/bench/")
+        report = reader.verify(check_files=False)  # every part hashed, every row validated
         rows = sum(t.loaded + t.quarantined for t in report.tables.values())
+        seconds = time.perf_counter() - started
+        files_started = time.perf_counter()
+        files = reader.verify_files(concurrency=8)
+        print(json.dumps({"phase": phase, "rows": rows, "seconds": seconds, "files": files,
+                          "files_seconds": time.perf_counter() - files_started, "peak_mb": _peak_mb()}))
+        return
     else:
         raise SystemExit(f"unknown phase {phase}")
     seconds = time.perf_counter() - started
@@ -125,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{upload['rows'] / upload['seconds']:>14,.0f} {upload['peak_mb']:>7.0f} | "
               f"{read['rows'] / read['seconds']:>11,.0f} {read['peak_mb']:>7.0f}")
         print(f"{'':>9} synth {synth['seconds']:.0f} s, extract {extract['seconds']:.0f} s, "
-              f"upload {upload['seconds']:.0f} s ({int(upload['rows'])} blobs), read+verify {read['seconds']:.0f} s")
+              f"upload {upload['seconds']:.0f} s ({int(upload['rows'])} blobs), read+verify rows {read['seconds']:.0f} s, "
+              f"hash {int(read['files'])} files {read['files_seconds']:.0f} s")
     return 0
 
 

@@ -1,50 +1,99 @@
-"""`make demo`: the main job, end to end on this machine.
+"""`make demo`: the main job. A whole local migration of a synthetic practice, end to end.
 
-Today (the walking skeleton of the foundation issue) it starts Azurite and the local host running
-`function_app:app`, creates a migration through the HTTP API as a signed-in user would, follows it
-to completion and prints what happened. As the migration stages land, this grows into the whole
-migration of a synthetic practice (synthesise, extract, upload, approve, load, verify).
+1. synthesise a Dentrix-shaped practice (SQLite with Dentrix G's view names, plus imaging files);
+2. extract it with the on-prem agent into a verified export bundle;
+3. start Azurite, the Dataverse + Graph emulator and the local Functions host;
+4. create a migration through the HTTP API and upload the bundle with the write-only SAS it returns;
+5. approve the proposed field map and the schema plan through the API, as an operator would;
+6. follow the progress, then print per object what the bundle held and what became of it, with the
+   records read back from the emulator, the time taken and where the reports are.
+Exits non-zero if any source row is unaccounted for or the migration did not complete.
 """
 
 from __future__ import annotations
 
+import argparse
+import shutil
 import sys
 import time
-import uuid
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
-from devhost.testing import run_host
-from devtools import azurite
-from shared.identity import principal_header
+from agent.extract import extract
+from agent.synth import synthesize
+from devtools.stack import drive_migration, local_stack
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / ".demo"
 
 
-def main() -> int:
-    DEMO_DIR.mkdir(exist_ok=True)
+def _progress(view: dict[str, Any]) -> None:
+    status = view.get("custom_status") or {}
+    stage = status.get("stage", view.get("runtime_status"))
+    detail = ""
+    if stage == "load":
+        detail = f" wave {status.get('wave')}/{status.get('waves')}"
+    print(f"  .. {stage}{detail}", flush=True)
+
+
+def _target_counts(dump: dict[str, Any]) -> Counter[str]:
+    """Records per table in the emulator's state, read back after the migration."""
+    counts: Counter[str] = Counter()
+    for table, rows in (dump.get("tables") or dump.get("records") or {}).items():
+        counts[table] = len(rows)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+
     started = time.monotonic()
-    storage = azurite.start(log_file=DEMO_DIR / "azurite.log")
-    print(f"azurite     running (pid {storage.pid})")
-    hub = "demo" + uuid.uuid4().hex[:8]
-    principal = principal_header("demo-tenant", "demo-user", ["operator"])
-    try:
-        with run_host("function_app:app", storage.connection_string, hub,
-                      env={"DEVHOST_PRINCIPAL": principal}, log_path=DEMO_DIR / "host.log") as host:
-            print(f"local host  {host.url} (task hub {hub}, log {DEMO_DIR / 'host.log'})")
-            created = host.http().post("/api/migrations", json={"name": "demo practice"})
-            created.raise_for_status()
-            migration = created.json()
-            print(f"migration   {migration['migration_id']} created, orchestration started")
-            status = host.wait_for(migration["instance_id"], timeout=60)
-            view = host.http().get(f"/api/migrations/{migration['migration_id']}").json()
-            history = host.status(migration["instance_id"], history=True)["historyEvents"]
-    finally:
-        storage.stop()
-    print(f"orchestration {status['runtimeStatus']} after {len(history)} history events")
-    for progress in view["progress"]:
-        print(f"progress    stage {progress['stage']}: {progress['status']}")
-    print(f"done in {time.monotonic() - started:.1f} s (walking skeleton: the migration stages are not built yet)")
-    return 0 if status["runtimeStatus"] == "Completed" and view["progress"] else 1
+    shutil.rmtree(DEMO_DIR, ignore_errors=True)
+    DEMO_DIR.mkdir(parents=True)
+    practice = DEMO_DIR / "practice.db"
+    synth = synthesize(practice, args.patients, args.seed)
+    print(f"practice    {args.patients} patients, {sum(synth.rows.values())} source rows, {synth.files} files")
+    bundle = extract(str(practice), DEMO_DIR / "bundle", files_root=synth.files_root)
+    print(f"bundle      {bundle.bundle_id}: {sum(bundle.rows.values())} rows in {len(bundle.rows)} tables, "
+          f"{bundle.files} files, {len(bundle.warnings)} warning kinds")
+
+    with local_stack(DEMO_DIR / "stack") as stack:
+        print(f"services    azurite, emulator {stack.emulator.base_url}, local host {stack.host.url}")
+        result = drive_migration(stack, bundle.bundle_dir, name="demo practice", on_progress=_progress)
+        targets = _target_counts(stack.emulator.dump())
+
+    view = result["view"]
+    status = view.get("runtime_status")
+    print(f"migration   {result['migration_id']}: {status}")
+    report = result.get("report")
+    if status != "Completed" or report is None:
+        print(f"the migration did not complete: {view.get('custom_status')}; see {DEMO_DIR / 'stack' / 'host.log'}")
+        return 1
+    print()
+    print(f"{'map':<22}{'source':>8}{'created':>9}{'updated':>9}{'same':>6}{'skip':>6}{'quar.':>7}"
+          f"{'failed':>8}  target table (records read back)")
+    for outcome in report["maps"]:
+        actions = outcome["actions"]
+        rows = report["source_rows"].get(outcome["source_table"], 0)
+        target = outcome["target_table"]
+        print(f"{outcome['map']:<22}{rows:>8}{actions.get('created', 0):>9}{actions.get('updated', 0):>9}"
+              f"{actions.get('unchanged', 0):>6}{actions.get('skipped', 0):>6}{actions.get('quarantined', 0):>7}"
+              f"{actions.get('failed', 0):>8}  {target} ({targets.get(target, 0)})")
+        for code, count in sorted(outcome["reasons"].items()):
+            print(f"{'':<24}{count} x {code}")
+    unaccounted = report["unaccounted"]
+    print()
+    print(f"reports     GET /api/migrations/{result['migration_id']}/report (also Blob "
+          f"{stack.prefix}-migrations/{result['migration_id']}/reports/)")
+    print(f"time        {time.monotonic() - started:.1f} s")
+    if unaccounted:
+        print(f"UNACCOUNTED source rows: {unaccounted}")
+        return 1
+    print("every source row is accounted for")
+    return 0
 
 
 if __name__ == "__main__":

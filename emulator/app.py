@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ class Emulator:
         self.fault_hits: dict[int, int] = {}
         self.fault_fired: dict[int, int] = {}
         self.customization_busy = False
+        self.next_server = -1
         self.publish_busy = False
         if config.state_file and Path(config.state_file).exists():
             self.store.load_json(Path(config.state_file).read_text(encoding="utf-8"))
@@ -69,6 +71,19 @@ class Emulator:
         tmp.write_text(self.store.to_json(), encoding="utf-8")
         os.replace(tmp, path)
         self.store.dirty = False
+
+    # ---------- web servers ----------
+    def server_cookie(self, server: int) -> str:
+        return hashlib.sha256(f"bridgework-emulator-server-{server}".encode()).hexdigest()
+
+    def pick_server(self, cookie: str | None) -> int:
+        """The affinity cookie's server if it names one, else the next server round-robin."""
+        n = self.config.web_servers
+        for server in range(n):
+            if cookie == self.server_cookie(server):
+                return server
+        self.next_server = (self.next_server + 1) % n
+        return self.next_server
 
     # ---------- faults ----------
     def pick_fault(self, method: str, path: str) -> Any:
@@ -148,7 +163,7 @@ def build_app(emu: Emulator) -> web.Application:
         fault = emu.pick_fault(request.method, request.path)
         if fault is not None and fault.kind == "drop_before":
             return _drop(request)
-        if fault is not None and fault.kind == "status":
+        if fault is not None and fault.kind in ("status", "customization_lock"):
             return _fault_response(fault, graph_api=False)
         try:
             app_id = _auth(emu, request, lambda aud: aud in (origin, origin.replace("http://", "https://")),
@@ -157,14 +172,16 @@ def build_app(emu: Emulator) -> web.Application:
             return _to_web(ApiResponse.of_error(err))
         user = next(u for u in cfg.app_users if u.app_id == app_id)
         clock = emu.store.clock
-        budget = emu.governor.budget(app_id)
+        stats = emu.governor.user(app_id)
         if "ARRAffinity" in request.cookies:
-            budget.counters["affinity_cookie_requests"] += 1
+            stats.counters["affinity_cookie_requests"] += 1
+        server = emu.pick_server(request.cookies.get("ARRAffinity"))
         try:
-            emu.governor.admit(app_id, clock.now())
+            emu.governor.admit(app_id, clock.now(), server)
         except ApiError as err:
-            return _to_web(ApiResponse.of_error(err), emu.governor.headers(app_id, clock.now()))
-        records, cost = 0, request_cost(cfg, 0)
+            return _with_cookie(emu, _to_web(ApiResponse.of_error(err), emu.governor.headers(app_id, clock.now(),
+                                                                                             server)), server)
+        records, cost, admitted = 0, request_cost(cfg, 0), time.monotonic()
         lock_kind = None
         try:
             body = await request.read()
@@ -183,26 +200,24 @@ def build_app(emu: Emulator) -> web.Application:
                 cost += cfg.costs.metadata_write_seconds
             elif lock_kind == "publish" and resp.status < 400:
                 cost += cfg.costs.publish_seconds
-            await asyncio.sleep(cfg.real_seconds(cost))
+            # The emulator's own processing time is part of the simulated server time, not added to it.
+            await asyncio.sleep(max(0.0, cfg.real_seconds(cost) - (time.monotonic() - admitted)))
         finally:
             if lock_kind == "customize":
                 emu.customization_busy = False
             elif lock_kind == "publish":
                 emu.publish_busy = False
-            emu.governor.release(app_id, clock.now(), cost, records)
+            emu.governor.release(app_id, clock.now(), cost, records, server)
         if resp.status >= 400:
-            budget.counters["errors"] += 1
+            stats.counters["errors"] += 1
         if cfg.costs.network_latency_seconds:
             await asyncio.sleep(cfg.real_seconds(cfg.costs.network_latency_seconds))
         if fault is not None and fault.kind == "drop_after":
             return _drop(request)
-        extra = emu.governor.headers(app_id, clock.now())
+        extra = emu.governor.headers(app_id, clock.now(), server)
         extra.update({"OData-Version": "4.0", "x-ms-service-request-id": str(uuid.uuid4()),
                       "REQ_ID": str(uuid.uuid4())})
-        web_resp = _to_web(resp, extra)
-        if cfg.affinity_cookie:
-            web_resp.set_cookie("ARRAffinity", uuid.uuid4().hex, httponly=True)
-        return web_resp
+        return _with_cookie(emu, _to_web(resp, extra), server)
 
     async def graph_handler(request: web.Request) -> web.StreamResponse:
         fault = emu.pick_fault(request.method, request.path)
@@ -252,7 +267,7 @@ def build_app(emu: Emulator) -> web.Application:
             user = request.rel_url.query.get("app_user")
             return web.json_response(emu.governor.counters(user))
         if action == "counters/reset" and request.method == "POST":
-            emu.governor.reset()
+            emu.governor.reset_counters()
             return web.json_response({"ok": True})
         if action == "config":
             if request.method in ("PATCH", "POST"):
@@ -312,6 +327,12 @@ def _locked(emu: Emulator, kind: str | None) -> ApiResponse | None:
     return None
 
 
+def _with_cookie(emu: Emulator, resp: web.Response, server: int) -> web.Response:
+    if emu.config.affinity_cookie:
+        resp.set_cookie("ARRAffinity", emu.server_cookie(server), httponly=True)
+    return resp
+
+
 def _drop(request: web.Request) -> web.StreamResponse:
     """Cut the connection without an answer (a reset as the client sees it)."""
     transport = request.transport
@@ -324,7 +345,14 @@ def _fault_response(fault: Any, graph_api: bool) -> web.Response:
     headers = {}
     if fault.retry_after_seconds is not None:
         headers["Retry-After"] = str(max(0, int(fault.retry_after_seconds + 0.999)))
-    code = {429: "TooManyRequests", 503: "serviceNotAvailable"}.get(fault.status, "generalException") \
-        if graph_api else "0x80040216" if fault.status == 400 else ""
-    return web.json_response({"error": {"code": code, "message": f"Injected fault: HTTP {fault.status}."}},
-                             status=fault.status, headers=headers)
+    if fault.kind == "customization_lock":
+        status, code = 400, "0x80071151"
+        message = ("Cannot start another [EntityCustomization] because there is a previous [EntityCustomization] "
+                   "running at this moment. Use Solution History to view the running operations.")
+    else:
+        status = fault.status
+        code = fault.code if fault.code is not None else (
+            {429: "TooManyRequests", 503: "serviceNotAvailable"}.get(status, "generalException") if graph_api
+            else "0x80040216" if status == 400 else "")
+        message = fault.message or f"Injected fault: HTTP {status}."
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)

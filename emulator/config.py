@@ -71,8 +71,12 @@ class Fault(BaseModel):
     (counting from 1) fails, at most `times` times (None = unlimited)."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["status", "drop_before", "drop_after"]
+    kind: Literal["status", "drop_before", "drop_after", "customization_lock"]
+    """status: answer `status` (with `code`/`message` if given); drop_before/drop_after: cut the connection
+    before/after the request is carried out; customization_lock: the 400 CustomizationLockException."""
     status: int = 503
+    code: str | None = None
+    message: str | None = None
     path_prefix: str = "/api/data/v9.2/"
     methods: list[str] = Field(default_factory=lambda: ["GET", "POST", "PATCH", "PUT", "DELETE"])
     every: int = 1
@@ -134,8 +138,15 @@ class EmulatorConfig(BaseModel):
     max_upload_file_size: int = 5_242_880
     """organization.maxuploadfilesize: Base64 size limit of annotation.documentbody."""
     page_size: int = 5000
+    fractional_retry_after: bool = False
+    """Send Retry-After as decimal real seconds (e.g. "0.004") instead of whole seconds (>= 1). Off by default
+    (HTTP and Dataverse use whole seconds); useful when a high time_scale makes 1 s floors distort a benchmark."""
     affinity_cookie: bool = True
     """Send Set-Cookie: ARRAffinity so tests can check the client does not send it back."""
+    web_servers: int = Field(default=1, ge=1)
+    """Web servers behind the load balancer. Limits apply per user *and per server*: a request carrying an
+    ARRAffinity cookie goes to that cookie's server, one without goes round-robin (Microsoft's advice to drop the
+    cookie spreads load over servers)."""
     faults: list[Fault] = Field(default_factory=list)
     sharepoint: SharePointConfig = Field(default_factory=SharePointConfig)
     state_file: str | None = None

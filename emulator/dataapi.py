@@ -38,7 +38,7 @@ def dispatch(store: Store, req: ApiRequest) -> ApiResponse:
 
 
 def _route(store: Store, req: ApiRequest) -> ApiResponse:
-    from emulator import batch, bulk, metadata  # noqa: PLC0415 (cycle: they call dispatch)
+    from emulator import batch, blocks, bulk, metadata  # noqa: PLC0415 (cycle: they call dispatch)
 
     path = req.path.strip("/")
     segments = split_outside(path, "/")
@@ -49,11 +49,17 @@ def _route(store: Store, req: ApiRequest) -> ApiResponse:
         return _whoami(req)
     if head in metadata.ROOTS or head in metadata.ACTIONS:
         return metadata.handle(store, req, segments)
+    if head in blocks.ACTIONS:
+        return blocks.handle(store, req, head)
     if head == "sdkmessagefilters":
         return _sdkmessagefilters(store, req)
+    _check_json(req)
     e = store.entity_by_set(head)
     if e is None:
         raise ApiError(404, errors.UNKNOWN_PROPERTY, f"Resource not found for the segment '{head}'.")
+    if e.get("VisibleAt", 0) > store.clock.now():
+        raise ApiError(400, errors.METADATA_NOT_READY, f"The metadata cache is not ready for entity "
+                                                       f"'{e['LogicalName']}' yet. Retry in a few seconds.")
     if len(segments) == 2 and segments[1].startswith("Microsoft.Dynamics.CRM."):
         return bulk.handle(store, req, e, segments[1].removeprefix("Microsoft.Dynamics.CRM."))
     if keytext is None:
@@ -73,6 +79,14 @@ def _route(store: Store, req: ApiRequest) -> ApiResponse:
     if req.method == "DELETE":
         return _delete(store, req, e, keytext)
     raise ApiError(405, "0x80060888", f"The HTTP method '{req.method}' is not allowed on this resource.")
+
+
+def _check_json(req: ApiRequest) -> None:
+    """The data API takes JSON bodies only (file columns aside, which the emulator does not model)."""
+    ctype = req.headers.get("content-type", "")
+    if req.body and ctype and "json" not in ctype.lower():
+        raise ApiError(415, "0x80048d19", f"Content-Type '{ctype.split(';')[0]}' is not supported: send "
+                                          "application/json.")
 
 
 def _whoami(req: ApiRequest) -> ApiResponse:
@@ -96,7 +110,15 @@ def _row_or_404(store: Store, e: dict[str, Any], keytext: str) -> str:
     return row_id
 
 
+_UNSUPPORTED_QUERIES = ("sql", "fetchXml", "savedQuery", "userQuery", "$apply", "$search", "$skip")
+
+
 def _list(store: Store, req: ApiRequest, e: dict[str, Any]) -> ApiResponse:
+    unsupported = [q for q in _UNSUPPORTED_QUERIES if q in req.query]
+    if unsupported:
+        # Answering these with the unfiltered table would look like success; refuse them plainly instead.
+        raise ApiError(501, "0x80040800", f"The emulator does not support the query option "
+                                          f"'{unsupported[0]}'. Use $filter/$select/$top/$orderby.")
     select = parse_select(req.query.get("$select"))
     records.check_select(store, e, select)
     rows = list(store.rows(e["LogicalName"]).values())
@@ -198,6 +220,9 @@ def _upsert(store: Store, req: ApiRequest, e: dict[str, Any], keytext: str) -> A
         if req.headers.get("if-none-match") == "*":
             raise errors.duplicate_key()
         _check_etag(req, store.rows(table)[row_id])
+        if not by_id and isinstance(body, dict):
+            # Key values repeated in the body are ignored on update: a key cannot be changed through itself.
+            body = {c: v for c, v in body.items() if c not in k["KeyAttributes"]}
         records.update_row(store, e, row_id, body, req)
         status = 200
     else:

@@ -272,6 +272,7 @@ def create_table(store: Store, req: ApiRequest, body: dict[str, Any]) -> str:
                       metadata_id=mid,
                       definition={k: body.get(k) for k in ("DisplayName", "DisplayCollectionName", "Description")})
     e["Published"] = False
+    e["VisibleAt"] = store.clock.now() + store.config.metadata_propagation_seconds
     e["IsDocumentManagementEnabled"] = bool(body.get("IsDocumentManagementEnabled", True))
     e["Solution"] = solution or "Default"
     schema.add_attr(e, schema.attr(logical, "statecode", "State", options=[0, 1]))

@@ -66,7 +66,9 @@ def parse_literal(text: str) -> Any:
     try:
         return float(text)
     except ValueError as exc:
-        raise bad_request(f"Invalid literal in request URI: {text[:40]}") from exc
+        # The literal itself stays out of the message: it may be a patient's value.
+        raise bad_request("Invalid literal in the request URI (expected a quoted string, number, GUID, "
+                          "true, false or null).") from exc
 
 
 def parse_key(text: str) -> dict[str, Any]:
@@ -232,7 +234,7 @@ class _Parser:
         left = self.operand()
         op = self.take()
         if op not in _OPS:
-            raise bad_request(f"Syntax error in $filter: unknown operator {op[:20]}.")
+            raise bad_request("Syntax error in $filter: expected eq, ne, gt, ge, lt or le after a property.")
         right = self.operand()
         return lambda row: _compare(op, left(row), right(row))
 

@@ -294,11 +294,13 @@ def _check_annotation(store: Store, row: dict[str, Any]) -> None:
         row["objecttypecode"] = row["objectid"]["table"]
 
 
-def _write_parties(store: Store, activity_id: str, parties: list[Any], req: ApiRequest) -> None:
+def _write_parties(store: Store, activity_id: str, parties: list[Any], req: ApiRequest, replace: bool) -> None:
+    """Deep-inserted parties; on update they replace the activity's existing parties."""
     party_e = store.entities["activityparty"]
-    for old_id, old in list(store.rows("activityparty").items()):
-        if (old.get("activityid") or {}).get("id") == activity_id:
-            store.delete_row("activityparty", old_id)
+    if replace:
+        for old_id, old in list(store.rows("activityparty").items()):
+            if (old.get("activityid") or {}).get("id") == activity_id:
+                store.delete_row("activityparty", old_id)
     for p in parties:
         prow: dict[str, Any] = {}
         apply_body(store, party_e, p, prow, True, req)
@@ -329,7 +331,7 @@ def create_row(store: Store, e: dict[str, Any], body: dict[str, Any], req: ApiRe
         raise _key_violation(store.key_conflict(table, rid, row))
     store.put_row(table, rid, row)
     if pending.parties is not None:
-        _write_parties(store, rid, pending.parties, req)
+        _write_parties(store, rid, pending.parties, req, replace=False)
     return rid
 
 
@@ -345,7 +347,7 @@ def update_row(store: Store, e: dict[str, Any], row_id: str, body: dict[str, Any
         raise _key_violation(store.key_conflict(table, row_id, row))
     store.put_row(table, row_id, row)
     if pending.parties is not None:
-        _write_parties(store, row_id, pending.parties, req)
+        _write_parties(store, row_id, pending.parties, req, replace=True)
 
 
 def _key_violation(key: dict[str, Any]) -> ApiError:

@@ -148,7 +148,8 @@ class Store:
     def put_row(self, table: str, row_id: str, row: dict[str, Any]) -> None:
         old = self.rows(table).get(row_id)
         if self._undo is not None:
-            self._undo.append((table, row_id, copy.deepcopy(old) if old is not None else None))
+            # Rows are never mutated in place (updates build a new dict), so a shallow copy is a true snapshot.
+            self._undo.append((table, row_id, dict(old) if old is not None else None))
         if old is not None:
             self._unindex(table, row_id, old)
         self.rows(table)[row_id] = row

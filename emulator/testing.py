@@ -89,6 +89,7 @@ class RunningEmulator:
         return self._call("GET", "counters", params={"app_user": app_user} if app_user else None)
 
     def reset_counters(self) -> None:
+        """Zero the per-user statistics. The sliding windows are kept: this does not grant new budget."""
         self._call("POST", "counters/reset")
 
     def configure(self, **patch: Any) -> EmulatorConfig:

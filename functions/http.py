@@ -13,15 +13,20 @@ from pydantic import BaseModel, ValidationError
 
 from shared.errors import BridgeworkError, Fatal, MigrationNotFound, Retriable
 from shared.identity import NotAuthenticated
+from shared.state.artifacts import ArtifactMissing
 
 log = logging.getLogger("bridgework.api")
 
 _STATUS_FOR_ERROR: list[tuple[type[BridgeworkError], int]] = [
     (NotAuthenticated, 401),
     (MigrationNotFound, 404),
+    (ArtifactMissing, 404),
     (Retriable, 503),
     (Fatal, 422),
 ]
+
+
+_STATUS_BY_CODE = {"not_permitted": 403, "wrong_stage": 409}
 
 
 def json_response(payload: BaseModel | dict[str, Any] | list[Any], status: int = 200) -> func.HttpResponse:
@@ -51,7 +56,8 @@ def api_route(handler: Callable[..., Awaitable[func.HttpResponse]]) -> Callable[
             return problem(400, "invalid_request", "The request body is invalid",
                            f"{len(errors)} problem(s) in the request body", errors)
         except BridgeworkError as exc:
-            status = next((s for kind, s in _STATUS_FOR_ERROR if isinstance(exc, kind)), 500)
+            status = next((s for kind, s in _STATUS_FOR_ERROR if isinstance(exc, kind)),
+                          _STATUS_BY_CODE.get(exc.code, 500))
             return problem(status, exc.code, type(exc).__name__, exc.message)
 
     return wrapper

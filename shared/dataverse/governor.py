@@ -130,7 +130,9 @@ class Governor:
     async def _release(self) -> None:
         async with self._cond:
             self._in_flight -= 1
-            self._cond.notify_all()
+            # Wake only as many waiters as there are free slots: waking every waiter on every answer
+            # costs O(waiters) per request. Waiters are interchangeable, so if the first cannot go, none can.
+            self._cond.notify(max(1, self.limit - self._in_flight))
 
     # -- feedback from responses --
     def observe(

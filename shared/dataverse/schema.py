@@ -254,13 +254,16 @@ class SchemaBuilder:
         *,
         key_timeout_seconds: float = 600.0,
         key_poll_seconds: float = 2.0,
+        visible_timeout_seconds: float = 120.0,
     ) -> None:
         self.client = client
         self.spec = spec
         self.key_timeout = key_timeout_seconds
         self.key_poll = key_poll_seconds
+        self.visible_timeout = visible_timeout_seconds
         self.info = SchemaBuildInfo()
         self._touched: set[str] = set()
+        self._new_columns: list[tuple[str, str]] = []
         self._solution_headers = (
             {"MSCRM.SolutionUniqueName": spec.solution_unique_name} if spec.solution_unique_name else {}
         )
@@ -288,7 +291,23 @@ class SchemaBuilder:
                 {"ParameterXml": f"<importexportxml><entities>{xml}</entities></importexportxml>"},
             )
             self.info.published = True
+        await self._wait_until_visible()
         return self.info
+
+    async def _wait_until_visible(self) -> None:
+        """New columns can stay unknown to the data API for a while after creation (reference/dataverse.md
+        §3.9); Microsoft's SDK probes `$select` of the column. Loading before that would fail every row."""
+        deadline = time.monotonic() + self.visible_timeout
+        for table, column in self._new_columns:
+            entity_set = self.info.tables[table].entity_set_name
+            while True:
+                try:
+                    await self.client.get_json(entity_set, {"$top": "1", "$select": column})
+                    break
+                except DataverseRecordRejected:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(self.key_poll)
 
     # -- helpers --
     async def _write(self, method: str, path: str, body: dict[str, Any]) -> None:
@@ -386,6 +405,7 @@ class SchemaBuilder:
                 exists,
             )
             self._touched.add(table.logical_name)
+            self._new_columns.append((table.logical_name, column.logical_name))
 
     async def _keys(self, table: str) -> dict[str, dict[str, Any]]:
         rows = await self.client.query_all(

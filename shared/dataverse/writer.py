@@ -43,6 +43,9 @@ MAX_FILTER_URL = 6_000
 many HTTP front ends refuse request lines over 8 KiB, so a GET stays well under that and longer
 reads go into a `$batch`."""
 
+MAX_BATCH_URL = 60_000
+"""URL-encoded characters of key values per GET inside a `$batch` (Dataverse allows 64 KB there)."""
+
 Action = Literal["created", "updated", "failed"]
 
 
@@ -270,6 +273,14 @@ class _Run:
                 self._split(piece, "413" if too_large else "timeout")
             else:
                 self._fail(piece[0], "too_large" if too_large else "timeout", 413 if too_large else None)
+        except DataverseRecordRejected as exc:
+            # The $batch itself was refused (not one of its parts): bisect until the culprit stands alone.
+            if len(piece) > 1:
+                half = len(piece) // 2
+                self.queue.put_nowait(piece[:half])
+                self.queue.put_nowait(piece[half:])
+            else:
+                self._fail(piece[0], exc.attrs.get("dataverse_code") or None, exc.attrs.get("status"))
 
     # ---------------------------------------------------------------- addressing
     def _key_of(self, i: int) -> dict[str, Any] | str:
@@ -297,13 +308,15 @@ class _Run:
             else [row_id(self.t.logical_name, self.rows[i].source_key) for i in piece]
         )
         select = [self.t.primary_id] + ([column] if column != self.t.primary_id else [])
+        literals = [_in_literal(v) for v in values]
+        sizes = [len(quote(lit, safe="")) + 3 for lit in literals]
+        # Short enough for a plain GET; otherwise GETs inside one $batch, whose URLs may be up to 64 KB.
+        cap = MAX_FILTER_URL if sum(sizes) <= MAX_FILTER_URL else MAX_BATCH_URL
         groups: list[list[str]] = []
         group: list[str] = []
         length = 0
-        for v in values:
-            lit = _in_literal(v)
-            encoded = len(quote(lit, safe="")) + 3
-            if group and length + encoded > MAX_FILTER_URL:
+        for lit, encoded in zip(literals, sizes, strict=True):
+            if group and length + encoded > cap:
                 groups.append(group)
                 group, length = [], 0
             group.append(lit)
@@ -315,7 +328,7 @@ class _Run:
             for g in groups
         ]
         found: dict[str, str] = {}
-        if len(filters) == 1:
+        if len(filters) == 1 and cap == MAX_FILTER_URL:
             async for row in self.client.query(self.t.entity_set, select=select, filter=filters[0]):
                 found[str(row[column])] = str(row[self.t.primary_id])
         elif filters:

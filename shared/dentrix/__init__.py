@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from shared.dentrix.manifest import BUNDLE_FORMAT, DEFAULT_PART_ROWS, MANIFEST_NAME, Manifest
-from shared.dentrix.models import ROW_MODELS, row_model
+from shared.dentrix.models import ROW_MODELS, RowModel, row_model
+from shared.dentrix.reader import (
+    BundleReader,
+    BundleReport,
+    ContainerStore,
+    DirectoryStore,
+    LoadedRow,
+    Problem,
+    QuarantinedRow,
+    TableReport,
+)
 from shared.dentrix.tables import TABLE_NAMES, TABLES, Column, Table, get_table, parents_of
 
 __all__ = [
@@ -13,9 +23,18 @@ __all__ = [
     "ROW_MODELS",
     "TABLES",
     "TABLE_NAMES",
+    "BundleReader",
+    "BundleReport",
     "Column",
+    "ContainerStore",
+    "DirectoryStore",
+    "LoadedRow",
     "Manifest",
+    "Problem",
+    "QuarantinedRow",
+    "RowModel",
     "Table",
+    "TableReport",
     "get_table",
     "parents_of",
     "row_model",

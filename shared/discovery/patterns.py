@@ -42,6 +42,8 @@ def text_patterns(value: str) -> list[TPattern]:
             found.append("integer")
             if v in VALID_TEETH:
                 found.append("tooth")
+            if v == "5":
+                found.append("surface")  # class V alone
             if len(v) == 5 and _ZIP.match(v):
                 found.append("zip")
             if len(v) in (10, 11) and _PHONE.match(v):

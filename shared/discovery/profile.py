@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from shared.dentrix.manifest import ColumnEntry, TableEntry
@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 
 DEFAULT_DISTINCT_CAP = 10_000
 DEFAULT_ID_CAP = 500
+_BATCH = 1000
+"""Rows folded into the column profiles at a time (column-wise, so repeated values are classified once)."""
 
 IDENTIFYING_DATES: frozenset[tuple[str, str]] = frozenset({("patient", "birth_date")})
 """Date columns whose min/max would single out a person: reported without a range."""
@@ -76,38 +78,52 @@ class _Column:
         self.lo: str | None = None
         self.hi: str | None = None
         self.types: Counter[str] = Counter()
-        # Content hashes are shapes already known; scanning them for patterns would only add noise.
-        self.scan_text = kind != "sha256"
+        # Keys and content hashes have known shapes; scanning them would only add noise ("tooth" for id 12).
+        self.scan_text = kind not in ("id", "sha256")
 
-    def add(self, value: Any) -> None:
-        if value is None:
-            self.nulls += 1
+    def add_many(self, values: list[Any]) -> None:
+        """Fold a batch of this column's values in (column-wise: repeated values are classified once)."""
+        present = [v for v in values if v is not None]
+        self.nulls += len(values) - len(present)
+        if not present:
             return
-        self.non_null += 1
-        self.distinct.add(value)
-        if isinstance(value, str):
-            self.types["string"] += 1
-            length = len(value)
-            if self.max_len is None or length > self.max_len:
-                self.max_len = length
-            if self.scan_text:
-                for p in text_patterns(value):
-                    self.patterns[p] += 1
+        self.non_null += len(present)
+        if self.entry.type in ("string", "integer", "boolean"):
+            self.distinct.add_hashes(map(hash, present))  # one JSON type per column: the value is its identity
+        else:
+            for v in present:
+                self.distinct.add(v)
+        counts = Counter(present) if self.entry.type not in ("object", "array") else None
+        if counts is None:
+            self.types["object"] += len(present)
+            return
+        for value, times in counts.items():
+            if isinstance(value, str):
+                self.types["string"] += times
+                if self.scan_text:
+                    for p in text_patterns(value):
+                        self.patterns[p] += times
+            elif isinstance(value, bool):
+                self.types["boolean"] += times
+            elif isinstance(value, int):
+                self.types["integer"] += times
+                self.patterns["money" if self.kind == "money" else "integer"] += times
+            elif isinstance(value, float):
+                self.types["number"] += times
+            else:
+                self.types["object"] += times
+        texts = [v for v in counts if isinstance(v, str)]
+        if texts:
+            longest = max(map(len, texts))
+            if self.max_len is None or longest > self.max_len:
+                self.max_len = longest
             if self.ranged:
                 # ISO dates and local datetimes sort as text.
-                if self.lo is None or value < self.lo:
-                    self.lo = value
-                if self.hi is None or value > self.hi:
-                    self.hi = value
-        elif isinstance(value, bool):
-            self.types["boolean"] += 1
-        elif isinstance(value, int):
-            self.types["integer"] += 1
-            self.patterns["money" if self.kind == "money" else "integer"] += 1
-        elif isinstance(value, float):
-            self.types["number"] += 1
-        else:
-            self.types["object"] += 1
+                lo, hi = min(texts), max(texts)
+                if self.lo is None or lo < self.lo:
+                    self.lo = lo
+                if self.hi is None or hi > self.hi:
+                    self.hi = hi
 
     def inferred_type(self) -> TInferredType:
         if self.kind != "custom":
@@ -283,7 +299,8 @@ def _profile_table(reader: BundleReader, entry: TableEntry, keysets: dict[str, K
     problems: Counter[tuple[str, str]] = Counter()
     loaded = 0
     hooks = _HOOKS.get(entry.name)
-    for item in _rows(reader, entry.name):
+    batch: list[dict[str, Any]] = []
+    for item in reader.iter_table(entry.name):
         if not isinstance(item, LoadedRow):
             quarantined.add(item.key or f"{item.file}:{item.line}")
             for p in item.problems:
@@ -291,8 +308,9 @@ def _profile_table(reader: BundleReader, entry: TableEntry, keysets: dict[str, K
             continue
         loaded += 1
         values = _values(item)
-        for col in columns:
-            col.add(values.get(col.entry.name))
+        batch.append(values)
+        if len(batch) >= _BATCH:
+            _fold(columns, batch)
         for name, parent in refs:
             value = values.get(name)
             if value is not None and value not in keysets[parent]:
@@ -304,6 +322,7 @@ def _profile_table(reader: BundleReader, entry: TableEntry, keysets: dict[str, K
                     found.closing_writes += 1
         if hooks is not None:
             hooks(item.key, values, keysets, found, file_bytes, settings)
+    _fold(columns, batch)
     return TableProfile(
         name=entry.name, rows=entry.rows, loaded=loaded, quarantined=quarantined.count,
         quarantined_ids=IdList(count=quarantined.count, ids=quarantined.ids, truncated=quarantined.truncated),
@@ -313,8 +332,11 @@ def _profile_table(reader: BundleReader, entry: TableEntry, keysets: dict[str, K
     )
 
 
-def _rows(reader: BundleReader, table: str) -> Iterator[Any]:
-    yield from reader.iter_table(table)
+def _fold(columns: list[_Column], batch: list[dict[str, Any]]) -> None:
+    for col in columns:
+        name = col.entry.name
+        col.add_many([row.get(name) for row in batch])
+    batch.clear()
 
 
 def _closes(t: TableMap, values: dict[str, Any], ctx: TransformContext) -> bool:
@@ -405,6 +427,10 @@ def _estimate(maps: list[TableMap], f: _Findings, files: list[Any], settings: Es
                           load=estimate_load(loads, settings), settings=settings)
 
 
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
 def _warnings(report: DiscoveryReport, bundle_warnings: list[Any]) -> list[DiscoveryWarning]:
     out: list[DiscoveryWarning] = []
     oc = report.open_claims
@@ -416,16 +442,18 @@ def _warnings(report: DiscoveryReport, bundle_warnings: list[Any]) -> list[Disco
         if t.quarantined:
             out.append(DiscoveryWarning(
                 code="quarantined_rows", severity="review", table=t.name, count=t.quarantined,
-                message=f"{t.quarantined} {t.name} rows break the bundle rules and will not be loaded"))
+                message=f"{t.name}: {t.quarantined} row{_s(t.quarantined)} quarantined (breaking the bundle rules), "
+                        f"not to be loaded"))
     for o in report.orphans:
         out.append(DiscoveryWarning(
-            code="orphans", severity="review", table=o.table, count=o.count,
-            message=f"{o.count} {o.table} rows name a {o.parent_table} (column {o.column}) the bundle does not hold"))
+            code="orphans", severity="review", table=o.table, column=o.column, count=o.count,
+            message=f"{o.table}: {o.count} row{_s(o.count)} name a {o.parent_table} (column {o.column}) the bundle "
+                    f"does not hold"))
     d = report.duplicate_patients
     if d.groups:
         out.append(DiscoveryWarning(
             code="duplicate_patients", severity="review", table="patient", count=d.patients,
-            message=f"{d.patients} patients in {d.groups} groups share a name and birth date (likely entered twice)"))
+            message=f"{d.patients} patients in {d.groups} group{_s(d.groups)} share a name and birth date (likely entered twice)"))
     a = report.appointments_without_patient
     if a.count:
         out.append(DiscoveryWarning(
@@ -441,7 +469,8 @@ def _warnings(report: DiscoveryReport, bundle_warnings: list[Any]) -> list[Disco
     for table, cols in report.custom_columns.items():
         out.append(DiscoveryWarning(
             code="custom_columns", severity="info", table=table, count=len(cols),
-            message=f"{len(cols)} practice custom columns on {table}: the proposed map suggests where they go"))
+            message=f"{len(cols)} practice custom column{_s(len(cols))} on {table}: the proposed map "
+                    f"suggests where {'they go' if len(cols) != 1 else 'it goes'}"))
     seen = {(w.code, w.table) for w in out}
     for w in bundle_warnings:
         code = w.code.replace("appointment_without_patient", "appointments_without_patient")

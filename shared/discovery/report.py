@@ -83,6 +83,7 @@ class TableProfile(BaseModel):
     """Rows that passed validation (the column profile is over these)."""
     quarantined: int
     quarantined_ids: IdList = Field(default_factory=IdList)
+    """Keys of the quarantined rows ("<file>:<line>" for a row without a usable key)."""
     problems: list[ProblemCount] = Field(default_factory=list)
     """Why rows were quarantined, by field and code."""
     columns: list[ColumnProfile] = Field(default_factory=list)
@@ -196,6 +197,7 @@ class DiscoveryWarning(BaseModel):
     code: str
     severity: TSeverity
     table: str | None = None
+    column: str | None = None
     count: int
     message: str
 

@@ -42,6 +42,15 @@ class DistinctCounter:
             self._seen = set()
             self.saturated = True
 
+    def add_hashes(self, hashes: Iterable[int]) -> None:
+        """Add values already reduced to their hash (a column whose values all share one type)."""
+        if self.saturated:
+            return
+        self._seen.update(hashes)
+        if len(self._seen) > self.cap:
+            self._seen = set()
+            self.saturated = True
+
     @property
     def count(self) -> int:
         return self.cap if self.saturated else len(self._seen)

@@ -56,15 +56,13 @@ def _line(w: DiscoveryWarning, report: DiscoveryReport) -> str:
         d = report.duplicate_patients
         groups = "; ".join(" = ".join(g) for g in d.id_groups[:SUMMARY_IDS])
         more = d.groups - min(len(d.id_groups), SUMMARY_IDS)
-        text = (f"- {d.patients:,} patients in {d.groups:,} groups share a name and birth date (likely entered "
+        text = (f"- {d.patients:,} patients in {d.groups:,} group{'' if d.groups == 1 else 's'} share a name and birth date (likely entered "
                 f"twice). Patient ids: {groups}{f' and {more:,} more groups' if more > 0 else ''}.")
     elif w.code == "appointments_without_patient":
         a = report.appointments_without_patient
         text = f"- {w.message}. Appointment ids: {_ids(a.ids, a.count)}."
     elif w.code == "orphans":
-        o = next((o for o in report.orphans if o.table == w.table and w.message.endswith(f"(column {o.column}) "
-                                                                                          "the bundle does not hold")),
-                 None)
+        o = next((o for o in report.orphans if (o.table, o.column) == (w.table, w.column)), None)
         if o is not None:
             text = f"- {w.message}. Ids: {_ids(o.ids, o.count)}."
     elif w.code == "quarantined_rows" and w.table:
@@ -95,7 +93,7 @@ def render_summary(report: DiscoveryReport) -> str:
     total = sum(t.rows for t in report.tables)
     quarantined = sum(t.quarantined for t in report.tables)
     out += ["## What the bundle holds", "",
-            f"{total:,} rows in {len(report.tables)} tables; {quarantined:,} rows quarantined.", "",
+            f"{total:,} rows in {len(report.tables)} tables; {quarantined:,} quarantined.", "",
             "| Table | Rows | Quarantined | Custom columns |", "|---|---:|---:|---|"]
     for t in report.tables:
         out.append(f"| {t.name} | {t.rows:,} | {t.quarantined:,} | {', '.join(t.custom_columns) or '-'} |")

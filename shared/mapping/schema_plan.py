@@ -227,7 +227,7 @@ def _written(spec: MappingSpec) -> list[TableMap]:
     return [t for t in spec.enabled_tables() if t.action in ("upsert", "update")]
 
 
-def build_schema_spec(spec: MappingSpec, solution_unique_name: str | None = "BridgeworkMigration") -> SchemaSpec:
+def build_schema_spec(spec: MappingSpec, solution_unique_name: str | None = None) -> SchemaSpec:
     """The `SchemaSpec` an approved map needs. Deterministic: the same map gives the same spec."""
     prefix = spec.publisher_prefix
     std = standard_tables()
@@ -345,7 +345,7 @@ def plan_schema(
     providers: Iterable[ProviderRef],
     systemusers: Iterable[SystemUserRef],
     fallback_owner: str | None = None,
-    solution_unique_name: str | None = "BridgeworkMigration",
+    solution_unique_name: str | None = None,
 ) -> SchemaPlan:
     """The schema plan for an approved map. Never raises for a plan that does not fit: the problems
     are in the report (so the API can show them); call `require_approvable` before building."""

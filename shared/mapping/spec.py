@@ -512,6 +512,8 @@ class _Checker:
             if parent is None or parent.action != "upsert" or parent.target_table != t.target_table:
                 yield self.err(loc + ("key", "parent"), "bad_update_parent",
                                "an update map names the upsert map of the same target table whose records it updates")
+            elif t.enabled and not parent.enabled:
+                yield self.err(loc + ("key", "parent"), "parent_disabled", f"map {t.key.parent} is disabled")
         if t.owner is not None and self.source.column(t.source_table, t.owner) is None:
             yield self.err(loc + ("owner",), "unknown_source_column", f"{t.source_table} has no column {t.owner}")
         if t.clinical and t.owner is None and t.action in ("upsert",):
@@ -540,6 +542,8 @@ class _Checker:
             parent = self.by_name.get(party.parent)
             if parent is None or parent.action not in ("upsert", "resolve"):
                 yield self.err(ploc + ("parent",), "unknown_parent", f"no upsert/resolve map named {party.parent}")
+            elif t.enabled and not parent.enabled:
+                yield self.err(ploc + ("parent",), "parent_disabled", f"map {party.parent} is disabled")
             _c, code = self.source.resolve(t.source_table, party.source)
             if code:
                 yield self.err(ploc + ("source",), code, f"{t.source_table}: bad column path {party.source}")
@@ -671,6 +675,13 @@ class _Checker:
         if parent is None or parent.action not in ("upsert", "resolve"):
             yield self.err(loc + ("parent",), "unknown_parent", f"no upsert/resolve map named {lk.parent}")
             return
+        if t.enabled and not parent.enabled:
+            yield self.err(loc + ("parent",), "parent_disabled",
+                           f"map {lk.parent} is disabled: enable it or remove this lookup")
+        pstd = self.std.get(parent.target_table)
+        if parent.action == "upsert" and pstd is not None and not pstd.custom_columns:
+            yield self.err(loc + ("parent",), "parent_not_addressable",
+                           f"{parent.target_table} records have no source key to bind by")
         _c, code = self.source.resolve(t.source_table, lk.source)
         if code:
             yield self.err(loc + ("source",), code, f"{t.source_table}: bad column path {lk.source}")

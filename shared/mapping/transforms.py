@@ -288,8 +288,18 @@ def money_decimal(value: float) -> Decimal:
 # --- dates and times --------------------------------------------------------------------------
 
 
+DATAVERSE_MIN_YEAR = 1753
+"""Dataverse date-time columns hold 1753-01-01 .. 9999-12-31 (the SQL datetime range)."""
+
+
 def _utc_iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        utc = moment.astimezone(dt.UTC)
+    except OverflowError:
+        raise TransformFailed("date_out_of_range") from None
+    if utc.year < DATAVERSE_MIN_YEAR:
+        raise TransformFailed("date_out_of_range")
+    return utc.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def _local_text(value: Any) -> str | None:
@@ -318,11 +328,14 @@ def _to_utc(text: str, zone: str) -> str:
         except ValueError:
             raise TransformFailed("not_datetime") from None
     try:
-        return _utc_iso(dn.local_to_utc(text, zone))
+        moment = dn.local_to_utc(text, zone)
     except ValueError:
         raise TransformFailed("not_local_datetime") from None
+    except OverflowError:
+        raise TransformFailed("date_out_of_range") from None
     except Exception:  # zoneinfo.ZoneInfoNotFoundError and friends
         raise TransformFailed("unknown_time_zone") from None
+    return _utc_iso(moment)
 
 
 @_register("local_to_utc", {"datetime"})
@@ -357,7 +370,10 @@ def add_minutes(values: list[Any], args: Mapping[str, Any], ctx: TransformContex
     length = integer([values[-1]], args, ctx) or 0
     if length < 0:
         raise TransformFailed("negative_length")
-    moment = dt.datetime.fromisoformat(start.replace("Z", "+00:00")) + dt.timedelta(minutes=length)
+    try:
+        moment = dt.datetime.fromisoformat(start.replace("Z", "+00:00")) + dt.timedelta(minutes=length)
+    except OverflowError:
+        raise TransformFailed("date_out_of_range") from None
     return _utc_iso(moment)
 
 
@@ -365,9 +381,12 @@ def add_minutes(values: list[Any], args: Mapping[str, Any], ctx: TransformContex
 def date_only(values: list[Any], args: Mapping[str, Any], ctx: TransformContext) -> str | None:
     """A calendar date "YYYY-MM-DD" (birth dates have no time zone); sentinel "no date" values become null."""
     try:
-        return dn.normalise_date(values[0])
+        day = dn.normalise_date(values[0])
     except ValueError:
         raise TransformFailed("not_date") from None
+    if day is not None and int(day[:4]) < DATAVERSE_MIN_YEAR:
+        raise TransformFailed("date_out_of_range")
+    return day
 
 
 @_register("date_on_or_after", {"boolean"}, min_sources=2, max_sources=2)

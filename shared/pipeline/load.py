@@ -10,6 +10,7 @@ Everything is idempotent: writes are upserts by source key, journal rows are key
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -130,10 +131,25 @@ async def _context(rt: Runtime, migration: Migration, client: DataverseClient, r
     context = make_context(spec, reader.manifest.practice_timezone,
                            references=_references(reader, sorted(reference_tables(spec))),
                            owners=plan.owner_map, fallback_owner=plan.report.fallback_owner,
-                           entity_sets=await _entity_sets(client, spec))
+                           entity_sets=await _entity_sets(client, spec),
+                           parent_ids=_parent_ids(reader, spec))
     _CONTEXTS.clear()  # one migration at a time per worker is the common case; keep memory flat
     _CONTEXTS[cache_key] = context
     return context
+
+
+def _parent_ids(reader: BundleReader, spec: MappingSpec) -> dict[str, set[str]]:
+    """Ids each lookup parent really has in the bundle, so a lookup to an orphan is left out (or the
+    row quarantined when the lookup is required) instead of failing a write on a missing key."""
+    parents = {lookup.parent for t in _loaded_maps(spec) for lookup in t.lookups}
+    out: dict[str, set[str]] = {}
+    for name in sorted(parents):
+        parent = spec.table(name)
+        if parent.action not in ("upsert", "update") or len(parent.key.columns) != 1:
+            continue
+        out[name] = {item.key for item in reader.iter_table(parent.source_table)
+                     if isinstance(item, LoadedRow) and parent.selects(item.row.model_dump())}
+    return out
 
 
 def _children_for(reader: BundleReader, table_map: TableMap, parent_ids: set[str]
@@ -190,7 +206,6 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
 
     async with dataverse_client(rt, migration) as client:
         context = await _context(rt, migration, client, reader, spec)
-        plan = stored_plan(rt, migration)  # noqa: F841  (owners are in the context; kept for clarity)
         items = list(reader.iter_part(table_map.source_table, part))
         selected: list[LoadedRow] = []
         for item in items:
@@ -201,8 +216,9 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
                         reason=f"{item.file} line {item.line}: invalid {fields}")
             elif table_map.selects(item.row.model_dump()):
                 selected.append(item)
-        parent_ids = {item.key for item in selected}
-        context.children = _children_for(reader, table_map, parent_ids) if child_tables_of(table_map) else {}
+        own_ids = {item.key for item in selected}
+        if child_tables_of(table_map):  # a per-batch copy: batches of one process share the context
+            context = dataclasses.replace(context, children=_children_for(reader, table_map, own_ids), cache={})
 
         deferred_navs = {d.nav for d in _deferred(rt, migration) if d.table == map_name}
         rows: list[WriteRow] = []

@@ -42,11 +42,11 @@ def small_bundle(practice_factory: Callable[[int, int], Path], tmp_path_factory:
 def sas_url_for(storage_connection_string: str, unique_name: str) -> Callable[..., tuple[str, object]]:
     """Create a fresh container; return (create+write SAS URL, the ContainerClient for checking)."""
 
-    def make(path_suffix: str = "") -> tuple[str, object]:
+    def make(path_suffix: str = "", read: bool = False) -> tuple[str, object]:
         service = BlobServiceClient.from_connection_string(storage_connection_string)
         container = service.create_container(unique_name)
         sas = generate_container_sas(ACCOUNT, unique_name, account_key=ACCOUNT_KEY,
-                                     permission=ContainerSasPermissions(create=True, write=True),
+                                     permission=ContainerSasPermissions(create=True, write=True, read=read),
                                      expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
         url = f"{container.url}{path_suffix}?{sas}"
         return url, container

@@ -124,3 +124,36 @@ def test_transient_errors_are_retried(bundle: Path, sas_url_for, monkeypatch):
     assert failures["left"] == 0
     assert report.uploaded == _blob_count(bundle)
     assert os.path.exists(bundle / JOURNAL_NAME)
+
+
+def test_large_blob_goes_up_in_blocks_each_with_its_md5(practice_factory, tmp_path: Path, sas_url_for,
+                                                        storage_connection_string: str, monkeypatch):
+    from azure.storage.blob import BlobServiceClient
+
+    from agent.extract import extract
+
+    bundle = tmp_path / "big-parts"
+    extract(str(practice_factory(40, 11)), bundle, part_rows=100_000, bundle_id="blocks")
+    monkeypatch.setattr("agent.upload.BLOCK_SIZE", 8 * 1024)
+    url, container = sas_url_for()
+    upload_bundle(bundle, url, migration_id="m4")
+    part = "m4/blocks/tables/proc_log/part-00000.jsonl.gz"
+    size = (bundle / "tables/proc_log/part-00000.jsonl.gz").stat().st_size
+    assert size > 8 * 1024
+    service = BlobServiceClient.from_connection_string(storage_connection_string)
+    committed, _ = service.get_blob_client(container.container_name, part).get_block_list("committed")
+    assert len(committed) == -(-size // (8 * 1024))
+
+
+def test_with_a_readable_sas_blobs_lost_in_the_cloud_are_sent_again(bundle: Path, sas_url_for,
+                                                                    storage_connection_string: str):
+    from azure.storage.blob import BlobServiceClient
+
+    url, container = sas_url_for(read=True)
+    first = upload_bundle(bundle, url, migration_id="m5")
+    service = BlobServiceClient.from_connection_string(storage_connection_string)
+    lost = sorted(n for n in _names(container) if "/files/" in n)[0]
+    service.get_blob_client(container.container_name, lost).delete_blob()
+    again = upload_bundle(bundle, url, migration_id="m5")
+    assert (again.uploaded, again.skipped) == (1, first.uploaded - 1)
+    assert lost in _names(container)

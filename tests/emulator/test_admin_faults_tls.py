@@ -112,3 +112,16 @@ def test_tls_serves_https_with_the_generated_certificate() -> None:
                                       headers=emu.headers_for("app-1"), verify=emu.verify), 204))
         assert httpx.get(emu.api_url + f"contacts({cid})", headers=emu.headers_for("app-1"),
                          verify=emu.verify).json()["lastname"] == "T"
+
+
+def test_injected_customization_lock_and_custom_codes(emu: RunningEmulator, api: httpx.Client) -> None:
+    emu.configure(faults=[
+        {"kind": "customization_lock", "path_prefix": "/api/data/v9.2/EntityDefinitions", "methods": ["POST"],
+         "times": 1},
+        {"kind": "status", "status": 400, "code": "0x80060891", "message": "Metadata cache not ready.",
+         "path_prefix": "/api/data/v9.2/contacts", "times": 1}])
+    r = api.post("EntityDefinitions(LogicalName='contact')/Attributes", json={})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "0x80071151"
+    r = api.get("contacts")
+    assert r.json()["error"] == {"code": "0x80060891", "message": "Metadata cache not ready."}
+    ok(api.get("contacts"), 200)

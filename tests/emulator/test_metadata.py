@@ -215,7 +215,7 @@ def test_default_licence_limit_is_fifteen(api: httpx.Client) -> None:
 
 
 def test_propagation_delay_makes_new_column_invisible_to_data_api(emu: RunningEmulator, api: httpx.Client) -> None:
-    emu.configure(metadata_propagation_seconds=1500.0)  # 1.5 real seconds
+    emu.configure(metadata_propagation_seconds=60000.0)  # a minute of real time: never waited for here
     ok(api.post("EntityDefinitions(LogicalName='contact')/Attributes", json=string_column("bw_Late")), 204)
     r = api.post("contacts", json={"bw_late": "x"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "0x80060888"
@@ -226,7 +226,7 @@ def test_propagation_delay_makes_new_column_invisible_to_data_api(emu: RunningEm
 
 
 def test_concurrent_metadata_writes_get_customization_lock(emu: RunningEmulator) -> None:
-    emu.configure(costs={"metadata_write_seconds": 400.0})  # each table create holds the lock 0.4 real seconds
+    emu.configure(costs={"metadata_write_seconds": 1000.0})  # each table create holds the lock 1 real second
     results: list[httpx.Response] = []
 
     def create(name: str) -> None:
@@ -278,3 +278,29 @@ def test_sharepoint_tables_with_their_navigation_properties(api: httpx.Client) -
     assert [v["relativeurl"] for v in found["value"]] == ["P_ABC"]
     assert api.post("sharepointdocumentlocations/Microsoft.Dynamics.CRM.CreateMultiple", json={"Targets": [
         {"@odata.type": "Microsoft.Dynamics.CRM.sharepointdocumentlocation", "name": "x"}]}).status_code == 400
+
+
+def test_publish_is_serialized(emu: RunningEmulator) -> None:
+    emu.configure(costs={"publish_seconds": 1000.0})  # each publish holds the lock 1 real second
+    results: list[httpx.Response] = []
+
+    def publish() -> None:
+        with httpx.Client(base_url=emu.api_url, headers=emu.headers_for("app-1"), timeout=30) as c:
+            results.append(c.post("PublishAllXml", json={}))
+
+    threads = [threading.Thread(target=publish) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert 204 in [r.status_code for r in results]
+    refused = [r.json()["error"] for r in results if r.status_code == 400]
+    assert refused and all("[Publish]" in e["message"] and e["code"] == "0x80071151" for e in refused)
+
+
+def test_propagation_delay_makes_a_new_table_not_ready(emu: RunningEmulator, api: httpx.Client) -> None:
+    emu.configure(metadata_propagation_seconds=60000.0)
+    create_table(api, "bw_Fresh")
+    r = api.post("bw_freshes", json={"bw_name": "x"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "0x80060891"
+    assert api.get("EntityDefinitions(LogicalName='bw_fresh')").status_code == 200  # metadata itself is there

@@ -120,7 +120,7 @@ def test_sdk_upsert_by_alternate_key_single_and_multiple(client: DataverseClient
 
 def test_sdk_upsert_before_key_is_active_is_refused(client: DataverseClient, tls_emu: RunningEmulator) -> None:
     # define-alternate-keys-entity: "until the key is Active it cannot be used" (index built by a system job).
-    tls_emu.configure(key_activation_seconds=1500.0)
+    tls_emu.configure(key_activation_seconds=60000.0)
     client.tables.create("bw_Late", {"bw_SourceId": "string"})
     client.tables.create_alternate_key("bw_Late", "bw_late_sourceid_key", ["bw_sourceid"])
     with pytest.raises(HttpError) as err:

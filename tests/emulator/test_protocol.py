@@ -255,3 +255,67 @@ def test_update_keeps_createdon_and_moves_the_version(api: httpx.Client) -> None
     after = api.get(f"contacts({cid})").json()
     assert after["createdon"] == before["createdon"] and after["modifiedon"] >= before["modifiedon"]
     assert after["versionnumber"] > before["versionnumber"] and after["@odata.etag"] != before["@odata.etag"]
+
+
+def test_organization_maxuploadfilesize_is_read_and_changed_through_the_api(api: httpx.Client) -> None:
+    org = api.get("organizations", params={"$select": "maxuploadfilesize"}).json()["value"][0]
+    assert org["maxuploadfilesize"] == 5_242_880
+    ok(api.patch(f"organizations({org['organizationid']})", json={"maxuploadfilesize": 131_072_000},
+                 headers={"If-Match": "*"}), 204)
+    assert api.patch(f"organizations({org['organizationid']})", json={"maxuploadfilesize": 131_072_001},
+                     headers={"If-Match": "*"}).status_code == 400
+    cid = entity_id(api.post("contacts", json={"lastname": "P"}))
+    body = base64.b64encode(b"y" * 6_000_000).decode()
+    ok(api.post("annotations", json={"documentbody": body, "objectid_contact@odata.bind": f"/contacts({cid})"}), 204)
+
+
+def test_unsupported_query_options_are_refused_not_ignored(api: httpx.Client) -> None:
+    r = api.get("contacts", params={"sql": "SELECT lastname FROM contact"})
+    assert r.status_code == 501 and "sql" in r.json()["error"]["message"]
+
+
+def test_annotation_block_upload_creates_the_note(emu: RunningEmulator, api: httpx.Client) -> None:
+    cid = entity_id(api.post("contacts", json={"lastname": "P"}))
+    note_id = "cccccccc-0000-0000-0000-000000000003"
+    target = {"@odata.type": "Microsoft.Dynamics.CRM.annotation", "annotationid": note_id, "subject": "scan",
+              "filename": "scan.pdf", "mimetype": "application/pdf", "objectid_contact@odata.bind": f"/contacts({cid})"}
+    token = ok(api.post("InitializeAnnotationBlocksUpload", json={"Target": target}), 200).json()[
+        "FileContinuationToken"]
+    parts = [b"a" * 1000, b"b" * 500]
+    ids = [base64.b64encode(f"block-{i:03d}".encode()).decode() for i in range(2)]
+    for block_id, data in zip(ids, parts, strict=True):
+        ok(api.post("UploadBlock", json={"BlockId": block_id, "BlockData": base64.b64encode(data).decode(),
+                                         "FileContinuationToken": token}), 204)
+    r = ok(api.post("CommitAnnotationBlocksUpload", json={"Target": target, "BlockList": ids,
+                                                          "FileContinuationToken": token}), 200)
+    assert r.json() == {"AnnotationId": note_id, "FileSizeInBytes": 1500}
+    note = api.get(f"annotations({note_id})").json()
+    assert base64.b64decode(note["documentbody"]) == b"".join(parts) and note["_objectid_value"] == cid
+    assert api.post("UploadBlock", json={"BlockId": ids[0], "BlockData": "", "FileContinuationToken": token}) \
+        .status_code == 400  # committed tokens are gone
+
+
+def test_data_api_takes_json_only(api: httpx.Client) -> None:
+    r = api.post("contacts", content=b"<contact/>", headers={"Content-Type": "application/xml"})
+    assert r.status_code == 415
+    ok(api.post("contacts", content=b'{"lastname": "J"}', headers={"Content-Type": "application/json; charset=utf-8"}),
+       204)
+
+
+def test_emulator_credentials_take_the_audience_from_the_scope(emu: RunningEmulator) -> None:
+    import asyncio
+
+    from emulator.credentials import AsyncEmulatorTokenCredential, EmulatorTokenCredential
+    from emulator.tokens import read_claims
+
+    cred = EmulatorTokenCredential("app-2", lifetime_seconds=60)
+    tok = cred.get_token(emu.base_url + "/.default")
+    claims = read_claims(tok.token)
+    assert claims is not None and claims["aud"] == emu.base_url and claims["appid"] == "app-2"
+    assert tok.expires_on - claims["iat"] == 60 and cred.issued == 1
+    r = httpx.get(emu.api_url + "WhoAmI", headers={"Authorization": f"Bearer {tok.token}"})
+    assert r.json()["UserId"] == "00000000-0000-0000-0000-0000000000a2"
+    graph_tok = asyncio.run(AsyncEmulatorTokenCredential("app-1").get_token("https://graph.microsoft.com/.default"))
+    r = httpx.get(emu.graph_url + "/sites/contoso.sharepoint.com:/sites/dental",
+                  headers={"Authorization": f"Bearer {graph_tok.token}"})
+    assert r.status_code == 200

@@ -60,7 +60,7 @@ def test_execution_time_limit_counts_records_of_one_bulk_call(emu: RunningEmulat
 
 
 def test_concurrency_limit_is_immediate(emu: RunningEmulator) -> None:
-    emu.configure(limits={"max_concurrent": 2}, costs={"per_request_seconds": 600.0})  # 0.6 s per request
+    emu.configure(limits={"max_concurrent": 2}, costs={"per_request_seconds": 1000.0})  # 1 s per request
     results: list[httpx.Response] = []
 
     def call() -> None:
@@ -141,3 +141,41 @@ def test_upper_bound_is_the_tightest_of_the_three_limits() -> None:
     slow = cfg.model_copy(update={"limits": cfg.limits.model_copy(update={"max_concurrent": 1})})
     # one slot: 1 / (0.06 s + 0.02 s latency) = 12.5 requests/s
     assert upper_bound_records_per_second(slow, 1) == pytest.approx(12.5)
+
+
+def test_resetting_counters_grants_no_new_budget(emu: RunningEmulator) -> None:
+    emu.configure(limits={"max_requests": 2, "window_seconds": 2000.0})
+    with _client(emu) as c:
+        ok(c.get("WhoAmI"), 200)
+        ok(c.get("WhoAmI"), 200)
+        emu.reset_counters()
+        assert emu.counters("app-1")["requests"] == 0
+        assert c.get("WhoAmI").status_code == 429
+        emu.reset()  # a fresh environment does start with an empty window
+        ok(c.get("WhoAmI"), 200)
+
+
+def test_fractional_retry_after_when_asked(emu: RunningEmulator) -> None:
+    emu.configure(limits={"max_requests": 1, "window_seconds": 2000.0}, fractional_retry_after=True)
+    with _client(emu) as c:
+        ok(c.get("WhoAmI"), 200)
+        r = c.get("WhoAmI")
+    assert r.status_code == 429
+    assert 0 < float(r.headers["Retry-After"]) <= 2.001 and "." in r.headers["Retry-After"]
+
+
+def test_limits_are_per_web_server_and_the_affinity_cookie_pins_one(emu: RunningEmulator) -> None:
+    emu.configure(web_servers=2, limits={"max_requests": 3, "window_seconds": 2000.0})
+    with httpx.Client(base_url=emu.api_url, headers=emu.headers_for("app-1")) as sticky:
+        codes = [sticky.get("WhoAmI").status_code for _ in range(4)]
+    assert codes[:3] == [200, 200, 200] and codes[3] == 429  # 3 requests of one server's budget, then throttled
+    emu.reset()
+    with httpx.Client(base_url=emu.api_url, headers=emu.headers_for("app-2")) as spread:
+        codes = []
+        for _ in range(7):
+            spread.cookies.clear()  # what a client that disables affinity does
+            codes.append(spread.get("WhoAmI").status_code)
+    assert codes.count(200) == 6 and codes[-1] == 429  # two servers: twice the budget
+    cfg = EmulatorConfig(web_servers=3)
+    assert upper_bound_records_per_second(cfg, 1) == pytest.approx(60.0)
+    assert upper_bound_records_per_second(cfg, 1, affinity=True) == pytest.approx(20.0)

@@ -202,6 +202,7 @@ def test_20000_rows_under_tiny_limits_written_once_429s_absorbed_none_sent_early
     assert report.created == 20_000 and report.failed == 0
     assert throttled > 0 and counters["throttled"] > 0, "the limits really bit"
     assert recorder.early_sends() == [], "a request left before its Retry-After"
+    assert counters["affinity_cookie_requests"] == 0, "the ARRAffinity cookie was sent back"
     assert_written_once(fresh, report, 20_000)
 
 
@@ -307,3 +308,43 @@ def test_two_application_users_roughly_double_throughput(emu: RunningEmulator) -
     assert min(r1, r2) >= 0.35 * (r1 + r2), "work spread over both users"
     assert early1 == [] and early2 == [], "a request left before its Retry-After"
     assert two / one > 1.5
+
+
+def test_reads_by_alternate_key_paged_queries_whoami_and_systemusers(fresh: RunningEmulator) -> None:
+    async def go() -> None:
+        async with client_for(fresh, ["app-1"]) as client:
+            report, _ = await _schema_then_load(client, contacts(120))
+            assert report.created == 120
+            row = await client.get(
+                "contacts", {"bw_sourceid": "P-000007"}, select=["contactid", "bw_sourceid"]
+            )
+            assert row is not None and row["contactid"] == report.outcomes[7].target_id
+            assert await client.get("contacts", {"bw_sourceid": "P-999999"}) is None
+            rows = await client.query_all(
+                "contacts", select=["contactid"], filter="startswith(bw_sourceid,'P-0000')", page_size=25
+            )
+            assert len(rows) == 100  # P-000000 .. P-000099, fetched over four pages
+            me = await client.who_am_i()
+            assert me["UserId"] and client.lanes[0].governor.dop_hint == 16
+            users = await client.list_systemusers()
+            assert any(u["isdisabled"] for u in users) and any(not u["isdisabled"] for u in users)
+            provider = await client.find_systemuser_by_email("PROVIDER1@example.com")
+            assert provider is not None and provider["isdisabled"] is False
+            assert await client.find_systemuser_by_email("nobody@example.com") is None
+
+    asyncio.run(go())
+
+
+def test_load_right_after_schema_build_waits_out_metadata_propagation(fresh: RunningEmulator) -> None:
+    fresh.configure(metadata_propagation_seconds=600.0)  # new columns invisible for 2 s real
+
+    async def go() -> WriteReport:
+        async with client_for(fresh, ["app-1"]) as client:
+            report, _ = await _schema_then_load(client, contacts(50))
+            return report
+
+    try:
+        report = asyncio.run(go())
+    finally:
+        fresh.configure(metadata_propagation_seconds=0.0)
+    assert (report.created, report.failed) == (50, 0)

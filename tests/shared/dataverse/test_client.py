@@ -281,3 +281,31 @@ def test_key_formatting_quotes_and_escapes() -> None:
         == "contacts(00000000-0000-0000-0000-000000000001)"
     )
     assert odata_literal("a'b") == "'a''b'"
+
+
+def test_a_used_up_window_lets_only_one_probe_out() -> None:
+    state = {"now": 0, "max": 0, "n": 0}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        state["n"] += 1
+        state["now"] += 1
+        state["max"] = max(state["max"], state["now"])
+        await asyncio.sleep(0.005)
+        state["now"] -= 1
+        # The server says the window has no requests left after the first answer.
+        remaining = "50" if state["n"] == 1 else "0"
+        return httpx.Response(
+            200,
+            json={},
+            headers={"x-ms-dop-hint": "8", "x-ms-ratelimit-burst-remaining-xrm-requests": remaining},
+        )
+
+    async def go() -> None:
+        async with make_client(handler, governor=GovernorConfig(initial_concurrency=8)) as client:
+            await client.request("GET", "WhoAmI")
+            await client.request("GET", "WhoAmI")
+            state["max"] = 0
+            await asyncio.gather(*(client.request("GET", "WhoAmI") for _ in range(20)))
+
+    run(go())
+    assert state["max"] == 1

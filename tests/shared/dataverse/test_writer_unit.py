@@ -224,3 +224,28 @@ def test_decode_of_fake_batch_matches_part_count() -> None:
     )
     assert report.created == 10
     assert ("$batch", 10) in fake.calls
+
+
+def test_a_refused_whole_batch_is_bisected_down_to_the_bad_row() -> None:
+    fake = FakeTable()
+    inner = fake.handler
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        # A server that refuses the whole $batch when any part is bad (no per-part answers).
+        if (
+            request.url.path.endswith("$batch")
+            and b"PATCH" in request.content
+            and b"x" * 200 in request.content
+        ):
+            return httpx.Response(400, json={"error": {"code": "0x80044331", "message": "x"}})
+        return inner(request)
+
+    fake.handler = handler  # type: ignore[method-assign]
+    target = TableTarget(
+        logical_name="contact", entity_set="contacts", primary_id="contactid", key_column=KEY, bulk=False
+    )
+    data = rows(64)
+    data[9] = WriteRow("P-9", {"lastname": "x" * 300})
+    report = write(fake, target, data, batch_chunk=64)
+    assert (report.created, report.failed) == (63, 1)
+    assert report.outcomes[9].error_code == "0x80044331" and report.outcomes[9].status == 400

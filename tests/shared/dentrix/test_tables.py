@@ -70,3 +70,11 @@ def test_proc_log_surfaces_must_agree_with_flags():
 def test_unknown_table_is_named():
     with pytest.raises(KeyError, match="nosuch"):
         get_table("nosuch")
+
+
+def test_public_names_are_exported_and_sorted():
+    import shared.dentrix as package
+
+    public = package.__all__
+    assert public == sorted(public, key=lambda n: (not n.isupper(), n))
+    assert all(hasattr(package, name) for name in public)

@@ -38,17 +38,25 @@ def _inject_faults(db: Path) -> tuple[str, str, str]:
     """Delete a patient who has appointments, point one procedure at a missing claim, break one tooth value."""
     conn = sqlite3.connect(db)
     try:
-        dup_names = {(r[0].strip(), r[1].strip()) for r in conn.execute(
-            "SELECT first_name, last_name FROM v_patient WHERE first_name LIKE '%  ' AND first_name NOT LIKE '%   '")}
+        dup_names = {
+            (r[0].strip(), r[1].strip())
+            for r in conn.execute(
+                "SELECT first_name, last_name FROM v_patient WHERE first_name LIKE '%  ' AND first_name NOT LIKE '%   '"
+            )
+        }
         candidates = conn.execute(
             "SELECT p.patient_id, p.first_name, p.last_name FROM v_patient p WHERE p.status = 1 AND p.patient_id IN "
-            "(SELECT patient_id FROM v_appt) AND p.patient_id != p.guar_id ORDER BY p.patient_id DESC").fetchall()
+            "(SELECT patient_id FROM v_appt) AND p.patient_id != p.guar_id ORDER BY p.patient_id DESC"
+        ).fetchall()
         victim = next(pid for pid, f, la in candidates if (str(f).strip(), str(la).strip()) not in dup_names)
         conn.execute("DELETE FROM v_patient WHERE patient_id = ?", (victim,))
         orphan = conn.execute("SELECT MIN(proc_id) FROM v_proclog WHERE claim_id != 0").fetchone()[0]
         conn.execute("UPDATE v_proclog SET claim_id = ? WHERE proc_id = ?", (int(MISSING_CLAIM), orphan))
-        bad = conn.execute("SELECT MIN(proc_id) FROM v_proclog WHERE chart_status = 102 AND tooth_range_start != 0 "
-                           "AND proc_id != ?", (orphan,)).fetchone()[0]
+        bad = conn.execute(
+            "SELECT MIN(proc_id) FROM v_proclog WHERE chart_status = 102 AND tooth_range_start != 0 "
+            "AND proc_id != ?",
+            (orphan,),
+        ).fetchone()[0]
         conn.execute("UPDATE v_proclog SET tooth_range_start = ? WHERE proc_id = ?", (BAD_TOOTH, bad))
         conn.commit()
     finally:

@@ -32,7 +32,9 @@ def test_default_map_waves_put_parents_before_children():
 
 def test_guarantor_self_reference_is_deferred_to_a_second_pass():
     plan = plan_loads(default_mapping())
-    assert [(d.table, d.nav, d.parent) for d in plan.deferred] == [("patient", "parentcustomerid_contact", "patient")]
+    assert [(d.table, d.nav, d.parent) for d in plan.deferred] == [
+        ("patient", "parentcustomerid_contact", "patient")
+    ]
     assert plan.deferred_navs("patient") == {"parentcustomerid_contact"}
     assert plan.deferred_navs("appointment") == set()
 
@@ -54,22 +56,39 @@ def test_a_cycle_through_an_update_key_cannot_be_broken():
     patient = next(t for t in data["tables"] if t["name"] == "patient")
     patient["lookups"].append({"source": "patient_id", "parent": "guardian", "nav": "bw_X"})
     with pytest.raises(ValueError, match="guardian"):
-        plan_loads(MappingSpec.model_validate({**data, "tables": [
-            t if t["name"] != "guardian" else {**t, "action": "update"} for t in data["tables"]]}))
+        plan_loads(
+            MappingSpec.model_validate(
+                {
+                    **data,
+                    "tables": [
+                        t if t["name"] != "guardian" else {**t, "action": "update"} for t in data["tables"]
+                    ],
+                }
+            )
+        )
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7)), max_size=20))
 def test_random_lookup_graphs_give_valid_waves(edges):
     data = copy.deepcopy(default_mapping_data())
-    names = ["patient", "fee_schedule", "insurance_carrier", "treatment_plan", "prescription", "ledger", "recall",
-             "lab_case"]
+    names = [
+        "patient",
+        "fee_schedule",
+        "insurance_carrier",
+        "treatment_plan",
+        "prescription",
+        "ledger",
+        "recall",
+        "lab_case",
+    ]
     by = {t["name"]: t for t in data["tables"]}
     for n in names:
         by[n]["lookups"] = []
     for i, (a, b) in enumerate(edges):
-        by[names[a]]["lookups"].append({"source": by[names[a]]["key"]["columns"][0], "parent": names[b],
-                                        "nav": f"bw_L{i}"})
+        by[names[a]]["lookups"].append(
+            {"source": by[names[a]]["key"]["columns"][0], "parent": names[b], "nav": f"bw_L{i}"}
+        )
     plan = plan_loads(MappingSpec.model_validate(data))
     deferred = {(d.table, d.nav) for d in plan.deferred}
 

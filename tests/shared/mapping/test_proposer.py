@@ -17,37 +17,59 @@ from shared.mapping.proposer import (
 )
 from shared.mapping.spec import check_mapping, default_mapping, parse_mapping
 
-KIND_TO_TYPE = {"id": "string", "text": "string", "int": "integer", "bool": "boolean", "money": "money",
-                "date": "date", "datetime": "datetime", "tooth": "string", "surface": "string",
-                "sha256": "string", "json": "object"}
+KIND_TO_TYPE = {
+    "id": "string",
+    "text": "string",
+    "int": "integer",
+    "bool": "boolean",
+    "money": "money",
+    "date": "date",
+    "datetime": "datetime",
+    "tooth": "string",
+    "surface": "string",
+    "sha256": "string",
+    "json": "object",
+}
 
 
 def registry_facts(table: str, drop: tuple[str, ...] = ()) -> list[ColumnFacts]:
-    return [ColumnFacts(name=c.name, inferred_type=KIND_TO_TYPE[c.kind]) for c in get_table(table).columns
-            if c.name not in drop]
+    return [
+        ColumnFacts(name=c.name, inferred_type=KIND_TO_TYPE[c.kind])
+        for c in get_table(table).columns
+        if c.name not in drop
+    ]
 
 
 def facts_with(*extra: ColumnFacts, drop: tuple[str, ...] = ()) -> DiscoveryFacts:
-    return DiscoveryFacts(tables=[TableFacts(name="patient", row_count=500,
-                                             columns=registry_facts("patient", drop) + list(extra))])
+    return DiscoveryFacts(
+        tables=[
+            TableFacts(name="patient", row_count=500, columns=registry_facts("patient", drop) + list(extra))
+        ]
+    )
 
 
 def test_bundle_matching_the_registry_gets_the_default_map_unchanged():
     base = default_mapping()
-    tables = [TableFacts(name=t, row_count=10, columns=registry_facts(t)) for t in ("patient", "appointment", "proc_log")]
+    tables = [
+        TableFacts(name=t, row_count=10, columns=registry_facts(t))
+        for t in ("patient", "appointment", "proc_log")
+    ]
     out = propose(DiscoveryFacts(tables=tables), base)
     assert out.proposals == [] and out.unmapped == []
     assert out.spec.content_hash() == base.content_hash()
 
 
 def test_custom_columns_are_mapped_by_value_pattern_with_confidence_and_reason():
-    out = propose(facts_with(
-        ColumnFacts(name="alt_contact", inferred_type="string", patterns={"email": 0.97}, custom=True),
-        ColumnFacts(name="cell2", inferred_type="string", patterns={"phone": 0.93}, custom=True),
-        ColumnFacts(name="last_perio_visit", inferred_type="date", custom=True),
-        ColumnFacts(name="referral_source", inferred_type="string", max_length=240, custom=True),
-        ColumnFacts(name="deposit_cents", inferred_type="integer", custom=True),
-    ), default_mapping())
+    out = propose(
+        facts_with(
+            ColumnFacts(name="alt_contact", inferred_type="string", patterns={"email": 0.97}, custom=True),
+            ColumnFacts(name="cell2", inferred_type="string", patterns={"phone": 0.93}, custom=True),
+            ColumnFacts(name="last_perio_visit", inferred_type="date", custom=True),
+            ColumnFacts(name="referral_source", inferred_type="string", max_length=240, custom=True),
+            ColumnFacts(name="deposit_cents", inferred_type="integer", custom=True),
+        ),
+        default_mapping(),
+    )
     got = {p.source_column: p for p in out.proposals}
     assert set(got) == {"alt_contact", "cell2", "last_perio_visit", "referral_source", "deposit_cents"}
     assert (got["alt_contact"].target, got["alt_contact"].transform.name) == ("bw_altcontact", "email")
@@ -59,21 +81,28 @@ def test_custom_columns_are_mapped_by_value_pattern_with_confidence_and_reason()
     added = {f.target: f for f in out.spec.table("patient").fields}
     assert added["bw_referralsource"].max_length == 240
     # the proposed map passes the map rules against the bundle plus its custom columns
-    contract = source_contract_for(facts_with(
-        ColumnFacts(name="alt_contact", inferred_type="string"), ColumnFacts(name="cell2", inferred_type="string"),
-        ColumnFacts(name="last_perio_visit", inferred_type="date"),
-        ColumnFacts(name="referral_source", inferred_type="string"),
-        ColumnFacts(name="deposit_cents", inferred_type="integer")))
+    contract = source_contract_for(
+        facts_with(
+            ColumnFacts(name="alt_contact", inferred_type="string"),
+            ColumnFacts(name="cell2", inferred_type="string"),
+            ColumnFacts(name="last_perio_visit", inferred_type="date"),
+            ColumnFacts(name="referral_source", inferred_type="string"),
+            ColumnFacts(name="deposit_cents", inferred_type="integer"),
+        )
+    )
     assert check_mapping(out.spec, contract) == []
 
 
 def test_low_confidence_columns_are_left_unmapped_with_a_reason():
-    out = propose(facts_with(
-        ColumnFacts(name="always_empty", inferred_type="null", null_rate=1.0, custom=True),
-        ColumnFacts(name="constant_flag", inferred_type="boolean", distinct_count=1, custom=True),
-        ColumnFacts(name="rarely_used", inferred_type="string", null_rate=0.99, custom=True),
-        ColumnFacts(name="blob", inferred_type="object", custom=True),
-    ), default_mapping())
+    out = propose(
+        facts_with(
+            ColumnFacts(name="always_empty", inferred_type="null", null_rate=1.0, custom=True),
+            ColumnFacts(name="constant_flag", inferred_type="boolean", distinct_count=1, custom=True),
+            ColumnFacts(name="rarely_used", inferred_type="string", null_rate=0.99, custom=True),
+            ColumnFacts(name="blob", inferred_type="object", custom=True),
+        ),
+        default_mapping(),
+    )
     assert out.proposals == []
     reasons = {p.source_column: p.reason for p in out.unmapped}
     assert set(reasons) == {"always_empty", "constant_flag", "rarely_used", "blob"}
@@ -84,9 +113,14 @@ def test_low_confidence_columns_are_left_unmapped_with_a_reason():
 
 
 def test_a_renamed_column_takes_over_the_default_fields():
-    out = propose(facts_with(ColumnFacts(name="email_address", inferred_type="string", patterns={"email": 0.99}),
-                             ColumnFacts(name="cell_phone", inferred_type="string", patterns={"phone": 0.9}),
-                             drop=("email", "mobile_phone")), default_mapping())
+    out = propose(
+        facts_with(
+            ColumnFacts(name="email_address", inferred_type="string", patterns={"email": 0.99}),
+            ColumnFacts(name="cell_phone", inferred_type="string", patterns={"phone": 0.9}),
+            drop=("email", "mobile_phone"),
+        ),
+        default_mapping(),
+    )
     renamed = {p.source_column: p.replaces for p in out.proposals if p.kind == "renamed"}
     assert renamed == {"email_address": "email", "cell_phone": "mobile_phone"}
     fields = {f.target: f.source for f in out.spec.table("patient").fields}
@@ -101,8 +135,16 @@ def test_threshold_decides_what_is_accepted():
 
 
 def test_custom_columns_on_tables_whose_target_takes_none_are_left_unmapped():
-    facts = DiscoveryFacts(tables=[TableFacts(name="clinical_note", row_count=5, columns=registry_facts("clinical_note") + [
-        ColumnFacts(name="tooth_chart_ref", inferred_type="string", custom=True)])])
+    facts = DiscoveryFacts(
+        tables=[
+            TableFacts(
+                name="clinical_note",
+                row_count=5,
+                columns=registry_facts("clinical_note")
+                + [ColumnFacts(name="tooth_chart_ref", inferred_type="string", custom=True)],
+            )
+        ]
+    )
     out = propose(facts, default_mapping())
     assert out.proposals == [] and "no writable map" in out.unmapped[0].reason
 
@@ -116,10 +158,19 @@ def test_name_similarity_knows_dentrix_synonyms():
 
 def test_discovery_lengths_feed_the_too_short_check():
     facts = facts_with(drop=("chart_num",))
-    facts = DiscoveryFacts(tables=[TableFacts(name="patient", columns=facts.tables[0].columns + [
-        ColumnFacts(name="chart_num", inferred_type="string", max_length=64)])])
+    facts = DiscoveryFacts(
+        tables=[
+            TableFacts(
+                name="patient",
+                columns=facts.tables[0].columns
+                + [ColumnFacts(name="chart_num", inferred_type="string", max_length=64)],
+            )
+        ]
+    )
     with pytest.raises(MappingInvalid) as info:
-        parse_mapping(default_mapping().model_dump(mode="json", by_alias=True), max_lengths=max_lengths_for(facts))
+        parse_mapping(
+            default_mapping().model_dump(mode="json", by_alias=True), max_lengths=max_lengths_for(facts)
+        )
     assert info.value.errors[0]["code"] == "type_cannot_hold"
 
 
@@ -131,10 +182,14 @@ def test_facts_models_hide_input_in_errors():
 
 def test_a_rename_the_map_rules_refuse_is_undone_and_left_for_the_user():
     # a similarly named column holding numbers cannot feed the e-mail transform
-    out = propose(facts_with(ColumnFacts(name="email_addr", inferred_type="integer"), drop=("email",)),
-                  default_mapping())
+    out = propose(
+        facts_with(ColumnFacts(name="email_addr", inferred_type="integer"), drop=("email",)),
+        default_mapping(),
+    )
     assert out.proposals == []
-    assert [(p.kind, p.source_column, p.replaces) for p in out.unmapped] == [("renamed", "email_addr", "email")]
+    assert [(p.kind, p.source_column, p.replaces) for p in out.unmapped] == [
+        ("renamed", "email_addr", "email")
+    ]
     assert "refused" in out.unmapped[0].reason
     fields = {f.target: f.source for f in out.spec.table("patient").fields}
     assert fields["emailaddress1"] == ["email"]

@@ -51,22 +51,39 @@ def test_unresolved_providers_block_the_plan_until_a_fallback_owner_is_chosen():
     assert not plan.approvable
     assert [p.code for p in plan.report.problems] == ["owners_unresolved"]
     assert plan.report.unresolved_providers == ["DEF_PROV", "FRONT", "HYG1", "NEW"]
-    assert "u-old" not in plan.report.fallback_owner_choices and "u-admin" in plan.report.fallback_owner_choices
+    assert (
+        "u-old" not in plan.report.fallback_owner_choices and "u-admin" in plan.report.fallback_owner_choices
+    )
     with pytest.raises(SchemaPlanRefused) as info:
         plan.require_approvable()
     assert "fallback owner" in str(info.value)
     assert plan.owner_map == {"DDS1": "u-dds"}
 
-    ok = plan_schema(approved, licence="sales_professional", providers=PROVIDERS, systemusers=USERS,
-                     fallback_owner="u-admin")
+    ok = plan_schema(
+        approved,
+        licence="sales_professional",
+        providers=PROVIDERS,
+        systemusers=USERS,
+        fallback_owner="u-admin",
+    )
     ok.require_approvable()
-    assert ok.owner_map == {"DDS1": "u-dds", "HYG1": "u-admin", "FRONT": "u-admin", "DEF_PROV": "u-admin",
-                            "NEW": "u-admin"}
+    assert ok.owner_map == {
+        "DDS1": "u-dds",
+        "HYG1": "u-admin",
+        "FRONT": "u-admin",
+        "DEF_PROV": "u-admin",
+        "NEW": "u-admin",
+    }
 
 
 def test_a_disabled_user_cannot_be_the_fallback_owner():
-    plan = plan_schema(approve(default_mapping()), licence="sales_enterprise", providers=PROVIDERS,
-                       systemusers=USERS, fallback_owner="u-old")
+    plan = plan_schema(
+        approve(default_mapping()),
+        licence="sales_enterprise",
+        providers=PROVIDERS,
+        systemusers=USERS,
+        fallback_owner="u-old",
+    )
     assert {p.code for p in plan.report.problems} == {"fallback_owner_invalid", "owners_unresolved"}
     assert plan.report.fallback_owner is None
 
@@ -94,9 +111,12 @@ def test_plan_over_the_sales_professional_limit_is_refused_saying_what_to_change
         plan.require_approvable()
     assert info.value.problems[0]["code"] == "licence_exceeded"
     # the same map fits an Enterprise licence, and 15 tables fit Sales Professional exactly
-    assert plan_schema(approved, licence="sales_enterprise", providers=PROVIDERS[:1], systemusers=USERS).approvable
-    assert plan_schema(_with_many_custom_tables(6), licence="sales_professional", providers=PROVIDERS[:1],
-                       systemusers=USERS).approvable
+    assert plan_schema(
+        approved, licence="sales_enterprise", providers=PROVIDERS[:1], systemusers=USERS
+    ).approvable
+    assert plan_schema(
+        _with_many_custom_tables(6), licence="sales_professional", providers=PROVIDERS[:1], systemusers=USERS
+    ).approvable
 
 
 def test_enabling_clinical_note_table_counts_one_more_custom_table():
@@ -132,8 +152,14 @@ def test_schema_spec_shapes_columns_choices_lookups_and_keys():
     assert rel[("contact", "bw_PrimaryCarrierId")].referenced_table == "bw_insurancecarrier"
     assert rel[("contact", "bw_SecondaryCarrierId")].bind_name == "bw_SecondaryCarrierId"
     ledger = {o.name: o for o in schema.option_sets}["bw_ledger_type"]
-    assert [o.label for o in ledger.options] == ["Charge", "Payment", "Adjustment", "InsurancePayment",
-                                                 "WrittenOff", "BalanceForward"]
+    assert [o.label for o in ledger.options] == [
+        "Charge",
+        "Payment",
+        "Adjustment",
+        "InsurancePayment",
+        "WrittenOff",
+        "BalanceForward",
+    ]
     assert build_schema_spec(default_mapping()) == schema  # deterministic
 
 
@@ -145,7 +171,13 @@ def test_plan_records_the_mapping_version_and_hash():
 
 
 def test_providers_read_from_bundle_rows_with_the_map_s_email_column():
-    rows = [{"provider_id": "DDS1", "email": "a@b.example"}, {"provider_id": " ", "email": "x@y.example"},
-            {"provider_id": "HYG1", "email": None}]
+    rows = [
+        {"provider_id": "DDS1", "email": "a@b.example"},
+        {"provider_id": " ", "email": "x@y.example"},
+        {"provider_id": "HYG1", "email": None},
+    ]
     refs = providers_from_rows(default_mapping(), rows)
-    assert refs == [ProviderRef(provider_id="DDS1", email="a@b.example"), ProviderRef(provider_id="HYG1", email=None)]
+    assert refs == [
+        ProviderRef(provider_id="DDS1", email="a@b.example"),
+        ProviderRef(provider_id="HYG1", email=None),
+    ]

@@ -142,11 +142,17 @@ def test_custom_columns_discovered_in_the_bundle_may_be_mapped():
     assert spec.table("patient").fields[-1].target == "bw_favouritehygienist"
 
 
-def test_errors_never_carry_values_from_the_edit():
+def test_errors_never_echo_the_values_an_edit_sent():
     secret = "Ana-Ruiz-1984"
-    data = _edit(lambda d: _field(d, "patient", "firstname").update(target=secret.lower(), colour=secret))
-    text = repr(_errors(data))
-    assert "Ruiz" not in text and "ruiz" not in text
+    data = _edit(lambda d: _field(d, "patient", "firstname").update(max_length=secret, required=secret))
+    errs = _errors(data)
+    assert {e["code"] for e in errs} == {"int_parsing", "bool_parsing"}
+    assert "Ruiz" not in repr(errs)
+    data = _edit(
+        lambda d: _field(d, "patient", "bw_patientstatus")["transform"]["args"].update(codes={"1": secret})
+    )
+    errs = _errors(data)
+    assert [e["code"] for e in errs] == ["picklist_value_not_in_set"] and "Ruiz" not in repr(errs)
 
 
 def test_approval_freezes_the_version_under_its_content_hash():
@@ -194,3 +200,30 @@ def test_revise_bumps_the_version_only_when_something_changed():
     with pytest.raises(MappingInvalid) as info:
         revise(current, _edit(lambda d: d.update(publisher_prefix="xx")))
     assert info.value.errors[0]["code"] == "prefix_is_permanent"
+
+
+def test_disabling_a_map_others_point_at_is_refused_everywhere_it_is_used():
+    errs = _errors(_edit(lambda d: _table(d, "treatment_plan").update(enabled=False)))
+    where = sorted(data_name for data_name in {e["loc"][1] for e in errs})
+    assert {e["code"] for e in errs} == {"parent_disabled"}
+    names = [t["name"] for t in default_mapping_data()["tables"]]
+    assert sorted(names[i] for i in where) == ["lab_case", "treatment_plan_line"]
+    # disabling the leaf maps is fine
+    parse_mapping(_edit(lambda d: [_table(d, n).update(enabled=False) for n in ("lab_case", "recall")]))
+
+
+def test_lookup_to_records_without_a_source_key_is_refused():
+    data = _edit(
+        lambda d: _table(d, "prescription")["lookups"].append(
+            {"source": "rx_id", "parent": "clinical_note", "nav": "bw_NoteId"}
+        )
+    )
+    assert [e["code"] for e in _errors(data)] == ["parent_not_addressable"]
+
+
+def test_edit_naming_a_target_table_that_cannot_exist_is_refused():
+    data = _edit(lambda d: _table(d, "recall").update(target_table="task"))
+    errs = _errors(data)
+    assert [e["code"] for e in errs] == ["table_cannot_exist"] and errs[0]["loc"][-1] == "target_table"
+    data = _edit(lambda d: _table(d, "provider").update(action="upsert", key={"columns": ["provider_id"], "prefix": "PR"}))
+    assert "systemuser_not_writable" in [e["code"] for e in _errors(data)]

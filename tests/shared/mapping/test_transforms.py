@@ -116,6 +116,16 @@ def test_date_only_keeps_the_calendar_day_and_drops_sentinels():
     assert run("date_only", "9999-12-31") is None
     with pytest.raises(tf.TransformFailed):
         run("date_only", "1984-02-30")
+    with pytest.raises(tf.TransformFailed) as info:
+        run("date_only", "1699-05-01")  # before Dataverse's 1753 lower bound
+    assert info.value.code == "date_out_of_range"
+    with pytest.raises(tf.TransformFailed) as info:
+        run("local_to_utc", "0999-01-01T00:00:00")
+    assert info.value.code == "date_out_of_range"
+    assert (
+        run("local_to_utc", "9999-12-30T12:00:00", ctx=tf.TransformContext(practice_timezone="UTC"))
+        == "9999-12-30T12:00:00Z"
+    )
 
 
 def test_picklist_codes_defaults_and_composite_fallback(pctx):

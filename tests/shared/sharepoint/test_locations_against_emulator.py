@@ -23,7 +23,9 @@ def test_locations_are_created_once_and_point_at_the_contact() -> None:
     with run_emulator({"time_scale": 300}) as emu:
 
         async def go() -> tuple[str, str, str, str]:
-            async with DataverseClient(DataverseConfig(environment_url=emu.base_url), EmulatorTokenCredential()) as dv:
+            async with DataverseClient(
+                DataverseConfig(environment_url=emu.base_url), EmulatorTokenCredential()
+            ) as dv:
                 contact_id = await dv.create("contacts", {"firstname": "Test", "lastname": "Patient"})
                 folder = contact_folder_name("Test Patient", contact_id)
                 ids = []

@@ -12,8 +12,17 @@ T = datetime(2026, 11, 30, tzinfo=UTC)
 
 
 def _entry(source_id: str, action: str = "created", origin: str = "created") -> JournalEntry:
-    return JournalEntry(migration_id="m-1", table="patient", source_id=source_id, target_table="contact",
-                        target_id=f"guid-{source_id}", action=action, origin=origin, batch="patient/0", at=T)
+    return JournalEntry(
+        migration_id="m-1",
+        table="patient",
+        source_id=source_id,
+        target_table="contact",
+        target_id=f"guid-{source_id}",
+        action=action,
+        origin=origin,
+        batch="patient/0",
+        at=T,
+    )
 
 
 def test_a_batch_recorded_twice_leaves_one_row_per_record(storage_connection_string: str, unique_name: str):
@@ -26,7 +35,9 @@ def test_a_batch_recorded_twice_leaves_one_row_per_record(storage_connection_str
     assert {e.source_id for e in entries} == {str(i) for i in range(250)}
 
 
-def test_ids_with_characters_tables_forbid_in_keys_round_trip(storage_connection_string: str, unique_name: str):
+def test_ids_with_characters_tables_forbid_in_keys_round_trip(
+    storage_connection_string: str, unique_name: str
+):
     journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
     odd = ["12|1", "a/b", "c#d", "e?f", "g\\h"]
     journal.record([_entry(source_id) for source_id in odd])

@@ -1,0 +1,135 @@
+"""The whole product on this machine: Azurite, the Dataverse + Graph emulator and the local host running
+`function_app:app`, wired by configuration alone (the same settings name a real environment in Azure).
+
+`LocalStack` starts the three; `drive_migration` then does what a practice and its operator do: upload
+the agent's bundle with the SAS the API handed out, start, approve the map, approve the schema plan
+(choosing a fallback owner when providers have no active user), and wait for the end.
+Used by `make demo`, the end-to-end tests and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.upload import upload_bundle
+from devhost.testing import RunningHost, run_host
+from devtools import azurite
+from emulator.testing import RunningEmulator, run_emulator
+from shared.identity import principal_header
+
+OPERATOR = principal_header("practice-group-1", "operator-1", ["operator"])
+
+
+@dataclass
+class LocalStack:
+    storage: azurite.AzuriteProcess
+    emulator: RunningEmulator
+    host: RunningHost
+    prefix: str
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call Bridgework's API as the signed-in operator; raises on an error status."""
+        response = self.host.http().request(method, f"/api{path}", headers={"x-ms-client-principal": OPERATOR},
+                                            **kwargs)
+        if response.status_code >= 400:
+            raise RuntimeError(f"{method} {path} answered {response.status_code}: {response.text[:500]}")
+        return response.json() if response.content else None
+
+
+@contextlib.contextmanager
+def local_stack(work_dir: Path, *, emulator_config: dict[str, Any] | None = None,
+                storage: azurite.AzuriteProcess | None = None, clock: str = "real",
+                host_env: dict[str, str] | None = None) -> Iterator[LocalStack]:
+    """Start Azurite (unless given), the emulator and the local host; stop them all on exit."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    own_storage = storage is None
+    storage = storage or azurite.start(log_file=work_dir / "azurite.log")
+    prefix = "bw" + uuid.uuid4().hex[:8]
+    config = {"time_scale": 60.0, "key_activation_seconds": 2.0, **(emulator_config or {})}
+    try:
+        with run_emulator(config) as emulator:
+            env = {
+                "BRIDGEWORK_TABLE_PREFIX": prefix,
+                "BRIDGEWORK_DATAVERSE_AUTH_MODE": "factory",
+                "BRIDGEWORK_DATAVERSE_CREDENTIAL_FACTORY": "emulator.credentials:EmulatorTokenCredential",
+                **(host_env or {}),
+            }
+            with run_host("function_app:app", storage.connection_string, prefix, clock=clock, env=env,
+                          log_path=work_dir / "host.log") as host:
+                yield LocalStack(storage, emulator, host, prefix)
+    finally:
+        if own_storage:
+            storage.stop()
+
+
+def target_for(stack: LocalStack, **overrides: Any) -> dict[str, Any]:
+    """The migration's target: the emulator's environment and SharePoint site."""
+    site = stack.emulator.config.sharepoint
+    return {
+        "environment_url": stack.emulator.base_url,
+        "tenant_id": "customer-tenant",
+        "graph_url": stack.emulator.graph_url,
+        "sharepoint_site": f"{site.hostname}:/{site.site_path}",
+        "licence": "sales_professional",
+        "application_users": ["app-1"],
+        **overrides,
+    }
+
+
+def wait_for_stage(stack: LocalStack, migration_id: str, stages: set[str], timeout: float = 300,
+                   on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Poll the API until the orchestration's custom status reaches one of `stages` (or it ends)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        view = stack.api("GET", f"/migrations/{migration_id}")
+        status = view.get("custom_status") or {}
+        if on_progress and status != last:
+            on_progress(view)
+            last = status
+        if status.get("stage") in stages or view.get("runtime_status") in ("Completed", "Failed", "Terminated"):
+            return view
+        time.sleep(0.2)
+    raise TimeoutError(f"migration {migration_id} did not reach {sorted(stages)} in {timeout:.0f} s")
+
+
+def drive_migration(stack: LocalStack, bundle_dir: Path, *, name: str = "practice",
+                    target: dict[str, Any] | None = None, timeout: float = 600,
+                    on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run one migration through the API as a user would; returns the final view and report."""
+    created = stack.api("POST", "/migrations", json={"name": name, "target": target or target_for(stack)})
+    migration_id = created["migration"]["migration_id"]
+    upload = upload_bundle(bundle_dir, created["upload"]["upload_url"])
+    bundle_id = upload.prefix.rstrip("/").split("/")[-1]
+    stack.api("POST", f"/migrations/{migration_id}/start", json={"bundle_id": bundle_id})
+    view = wait_for_stage(stack, migration_id, {"awaiting_mapping_approval"}, timeout, on_progress)
+    if view.get("runtime_status") != "Running":
+        return {"migration_id": migration_id, "view": view}
+    stack.api("POST", f"/migrations/{migration_id}/mapping/approve")
+    view = wait_for_stage(stack, migration_id, {"awaiting_schema_approval"}, timeout, on_progress)
+    plan = stack.api("GET", f"/migrations/{migration_id}/schema-plan")
+    if plan["report"]["problems"]:
+        codes = {p["code"] for p in plan["report"]["problems"]}
+        if codes != {"owners_unresolved"} or not plan["report"]["fallback_owner_choices"]:
+            return {"migration_id": migration_id, "view": view, "plan": plan}
+        # As an operator would: the first active user stands in for providers without one.
+        fallback = plan["report"]["fallback_owner_choices"][0]
+        stack.api("POST", f"/migrations/{migration_id}/schema-plan/approve", json={"fallback_owner": fallback})
+        while True:
+            time.sleep(0.2)
+            plan = stack.api("GET", f"/migrations/{migration_id}/schema-plan")
+            if plan["report"]["fallback_owner"] == fallback:
+                break
+        wait_for_stage(stack, migration_id, {"awaiting_schema_approval"}, timeout, on_progress)
+    stack.api("POST", f"/migrations/{migration_id}/schema-plan/approve", json={})
+    view = wait_for_stage(stack, migration_id, {"done"}, timeout, on_progress)
+    result: dict[str, Any] = {"migration_id": migration_id, "view": view, "plan": plan}
+    if view.get("runtime_status") == "Completed":
+        result["report"] = stack.api("GET", f"/migrations/{migration_id}/report")
+    return result
