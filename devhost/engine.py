@@ -27,6 +27,7 @@ import logging
 import time
 import traceback
 import uuid
+from pathlib import Path
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -880,6 +881,12 @@ class TaskHub:
                 payload = {"task_id": item.task_id, "result": function.encode_output(result)}
                 kind = "activity_completed"
             except Exception as exc:
+                # Where it failed, for the operator: frames only (file, line, function), never the
+                # message or local values, which may hold row content from a library's error text.
+                frames = traceback.extract_tb(exc.__traceback__)[-4:]
+                log.warning("activity %s for instance %s task %d raised %s at %s", item.name, item.instance_id,
+                            item.task_id, type(exc).__name__,
+                            " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames)))
                 # Reason is the exception's own message: Bridgework's errors carry ids and counts only.
                 payload = {"task_id": item.task_id, "reason": str(exc) or type(exc).__name__,
                            "details": "".join(traceback.format_exception_only(type(exc), exc)).strip()[-2000:]}

@@ -447,7 +447,7 @@ def _warnings(report: DiscoveryReport, bundle_warnings: list[Any]) -> list[Disco
     for o in report.orphans:
         out.append(DiscoveryWarning(
             code="orphans", severity="review", table=o.table, column=o.column, count=o.count,
-            message=f"{o.table}: {o.count} row{_s(o.count)} name a {o.parent_table} (column {o.column}) the bundle "
+            message=f"{o.table}: {o.count} row{_s(o.count)} name{'s' if o.count == 1 else ''} a {o.parent_table} (column {o.column}) the bundle "
                     f"does not hold"))
     d = report.duplicate_patients
     if d.groups:

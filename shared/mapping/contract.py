@@ -118,8 +118,10 @@ class StandardTable:
     navs: dict[str, str]
     party_list: str | None = None
     custom_columns: bool = True
-    """False where Dataverse refuses new columns (annotation): no `<prefix>_sourceid`, so rows are
-    addressed by a primary key derived from the source id instead (`rows.record_ref`)."""
+    """False where Dataverse refuses new columns (annotation)."""
+    source_key: bool = True
+    """Rows carry `<prefix>_sourceid` as an alternate key. False (always when `custom_columns` is)
+    means rows are addressed by a primary key derived from the source id (`rows.record_ref`)."""
 
 
 @lru_cache(maxsize=1)
@@ -135,6 +137,7 @@ def standard_tables() -> dict[str, StandardTable]:
         out[name] = StandardTable(
             name, t["entity_set"], t["primary_id"], bool(t["has_notes"]), cols, dict(t["navs"] or {}),
             t.get("party_list"), bool(t.get("custom_columns", True)),
+            bool(t.get("custom_columns", True)) and bool(t.get("source_key", True)),
         )
     return out
 

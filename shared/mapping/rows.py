@@ -162,7 +162,7 @@ def record_key(table_map: TableMap, row: Mapping[str, Any], ctx: tf.TransformCon
 
 def _keyed_by_source_id(table: str) -> bool:
     std = standard_tables().get(table)
-    return std is None or std.custom_columns
+    return std is None or std.source_key
 
 
 def derived_id(table: str, sid: str) -> str:

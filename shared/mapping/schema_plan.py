@@ -267,7 +267,7 @@ def build_schema_spec(spec: MappingSpec, solution_unique_name: str | None = None
             meta[target] = t
         if t.has_notes:
             has_notes.add(target)
-        if t.action == "upsert" and (not is_std or std[target].custom_columns):
+        if t.action == "upsert" and (not is_std or std[target].source_key):
             keyed.add(target)
         for f in t.fields:
             if not f.target.startswith(prefix + "_") or f.target in COMMON_COLUMNS:

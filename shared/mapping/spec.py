@@ -448,13 +448,15 @@ class _Checker:
                     column_types.setdefault(key, ("lookup", t.name))
             for j, f in enumerate(t.fields):
                 key = (t.target_table, f.target)
-                if key in column_types and column_types[key][0] != f.type and t.enabled:
+                # one column, one type (and one option set): maps sharing a table must agree
+                kind = f"picklist {f.picklist}" if f.type == "picklist" else f.type
+                if key in column_types and column_types[key][0] != kind and t.enabled:
                     yield self.err(
                         loc + ("fields", j, "type"), "type_conflict",
                         f"{t.target_table}.{f.target} is {column_types[key][0]} in map {column_types[key][1]}",
                     )
                 elif t.enabled:
-                    column_types.setdefault(key, (f.type, t.name))
+                    column_types.setdefault(key, (kind, t.name))
 
     def picklists(self) -> Iterator[FieldError]:
         for name, pl in self.spec.picklists.items():
@@ -679,7 +681,7 @@ class _Checker:
             yield self.err(loc + ("parent",), "parent_disabled",
                            f"map {lk.parent} is disabled: enable it or remove this lookup")
         pstd = self.std.get(parent.target_table)
-        if parent.action == "upsert" and pstd is not None and not pstd.custom_columns:
+        if parent.action == "upsert" and pstd is not None and not pstd.source_key:
             yield self.err(loc + ("parent",), "parent_not_addressable",
                            f"{parent.target_table} records have no source key to bind by")
         _c, code = self.source.resolve(t.source_table, lk.source)

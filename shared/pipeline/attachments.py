@@ -36,6 +36,9 @@ SHAREPOINT_FILE_LIMIT = 250 * 1024 * 1024 * 1024
 """SharePoint Online's largest file (250 GB)."""
 
 
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+
+
 class AttachmentInfo(BaseModel):
     part: int
     copied: int
@@ -102,7 +105,8 @@ async def copy_attachments(rt: Runtime, migration: Migration, part: int) -> Atta
             credential = target_credential(rt.settings, migration.target.tenant_id,
                                            (migration.target.application_users or [None])[0])
             graph_root = migration.target.graph_url.rsplit("/", 1)[0]
-            graph = GraphClient(GraphConfig(graph_url=graph_root), credential)
+            # Graph tokens are always for Graph's resource, wherever its endpoint is (the emulator's too).
+            graph = GraphClient(GraphConfig(graph_url=graph_root, scope=GRAPH_SCOPE), credential)
             library = await _library(graph, dv, migration.target.sharepoint_site or "")
         context = make_context(spec, reader.manifest.practice_timezone)
         try:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from shared.discovery.profile import profile_bundle
-from shared.discovery.report import facts_for_proposer, render_summary
-from shared.discovery.estimate import EstimateSettings
+from shared.discovery import EstimateSettings, facts_for_proposer, profile_bundle, render_summary
 from shared.pipeline.bundle import open_bundle
 from shared.runtime import Runtime
 from shared.state.migrations import Migration
@@ -31,7 +29,8 @@ class DiscoveryInfo(BaseModel):
 def discover(rt: Runtime, migration: Migration) -> DiscoveryInfo:
     reader = open_bundle(rt, migration)
     reader.verify(check_files=True)
-    settings = EstimateSettings(application_users=max(1, len(migration.target.application_users)))
+    settings = EstimateSettings(app_users=max(1, len(migration.target.application_users)),
+                                attachment_destination=migration.target.attachments)
     report = profile_bundle(reader, settings=settings)
     rt.artifacts.put_json(migration.migration_id, REPORT, report)
     rt.artifacts.put_text(migration.migration_id, SUMMARY, render_summary(report))

@@ -7,6 +7,7 @@ tenant's migrations: another tenant's id simply does not exist for it.
 from __future__ import annotations
 
 import uuid
+from urllib.parse import quote
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -108,7 +109,8 @@ class MigrationRepository:
         progress = StageProgress(migration_id=migration_id, stage=stage, status=status, counts=counts,
                                  updated_at=datetime.now(UTC))
         self._progress.upsert_entity(
-            {"PartitionKey": migration_id, "RowKey": stage, "Document": progress.model_dump_json()},
+            # Table keys may not hold / \ # ?: stage names like "load:patient/3" are percent-encoded.
+            {"PartitionKey": migration_id, "RowKey": quote(stage, safe=":|"), "Document": progress.model_dump_json()},
             mode=UpdateMode.REPLACE,
         )
         return progress

@@ -227,3 +227,13 @@ def test_edit_naming_a_target_table_that_cannot_exist_is_refused():
     assert [e["code"] for e in errs] == ["table_cannot_exist"] and errs[0]["loc"][-1] == "target_table"
     data = _edit(lambda d: _table(d, "provider").update(action="upsert", key={"columns": ["provider_id"], "prefix": "PR"}))
     assert "systemuser_not_writable" in [e["code"] for e in _errors(data)]
+
+
+def test_two_maps_writing_one_column_must_agree_on_type_and_option_set():
+    def edit(d):
+        f = _field(d, "patient_insurance_secondary", "bw_secondaryrelationship")
+        f["target"] = "bw_primaryrelationship"
+        f["transform"]["args"]["picklist"] = "guardian_relationship"
+    errs = _errors(_edit(edit))
+    assert [e["code"] for e in errs] == ["type_conflict"]
+    assert "insurance_relationship" in errs[0]["message"]
