@@ -37,10 +37,10 @@ def _progress(view: dict[str, Any]) -> None:
 
 
 def _target_counts(dump: dict[str, Any]) -> Counter[str]:
-    """Records per table in the emulator's state, read back after the migration."""
-    counts: Counter[str] = Counter()
-    for table, rows in (dump.get("tables") or dump.get("records") or {}).items():
-        counts[table] = len(rows)
+    """Records per table in the emulator's state, and files in its SharePoint, read back at the end."""
+    counts: Counter[str] = Counter({table: len(rows) for table, rows in dump["rows"].items()})
+    counts["sharepoint"] = sum(1 for drive in dump["graph"]["drives"].values()
+                               for item in drive["items"].values() if not item.get("folder"))
     return counts
 
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     for outcome in report["maps"]:
         actions = outcome["actions"]
         rows = report["source_rows"].get(outcome["source_table"], 0)
-        target = outcome["target_table"]
+        target = "sharepoint" if outcome["map"] == "document" and "sharepoint" in targets else outcome["target_table"]
         print(f"{outcome['map']:<22}{rows:>8}{actions.get('created', 0):>9}{actions.get('updated', 0):>9}"
               f"{actions.get('unchanged', 0):>6}{actions.get('skipped', 0):>6}{actions.get('quarantined', 0):>7}"
               f"{actions.get('failed', 0):>8}  {target} ({targets.get(target, 0)})")

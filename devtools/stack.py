@@ -99,13 +99,23 @@ def wait_for_stage(stack: LocalStack, migration_id: str, stages: set[str], timeo
     raise TimeoutError(f"migration {migration_id} did not reach {sorted(stages)} in {timeout:.0f} s")
 
 
+class _Quiet:
+    """Upload progress for a script that reports on its own."""
+
+    def advance(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def drive_migration(stack: LocalStack, bundle_dir: Path, *, name: str = "practice",
                     target: dict[str, Any] | None = None, timeout: float = 600,
                     on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run one migration through the API as a user would; returns the final view and report."""
     created = stack.api("POST", "/migrations", json={"name": name, "target": target or target_for(stack)})
     migration_id = created["migration"]["migration_id"]
-    upload = upload_bundle(bundle_dir, created["upload"]["upload_url"])
+    upload = upload_bundle(bundle_dir, created["upload"]["upload_url"], progress=_Quiet())
     bundle_id = upload.prefix.rstrip("/").split("/")[-1]
     stack.api("POST", f"/migrations/{migration_id}/start", json={"bundle_id": bundle_id})
     view = wait_for_stage(stack, migration_id, {"awaiting_mapping_approval"}, timeout, on_progress)

@@ -74,6 +74,20 @@ def _loaded_maps(spec: MappingSpec) -> list[TableMap]:
     return [t for t in spec.enabled_tables() if t.action in ("upsert", "update")]
 
 
+def _maps_reading(spec: MappingSpec, source_table: str) -> list[TableMap]:
+    return [t for t in spec.enabled_tables()
+            if t.source_table == source_table and t.action in ("upsert", "update", "attachment")]
+
+
+def _owns_unmapped_rows(spec: MappingSpec, table_map: TableMap) -> bool:
+    """The first map (by name) of a source table journals the rows no map selects, so each is counted once."""
+    return min(t.name for t in _maps_reading(spec, table_map.source_table)) == table_map.name
+
+
+def _selected_by_any(spec: MappingSpec, row: dict[str, Any], source_table: str) -> bool:
+    return any(t.selects(row) for t in _maps_reading(spec, source_table))
+
+
 def plan_load(rt: Runtime, migration: Migration) -> LoadPlanInfo:
     """The waves of table maps with the bundle's part counts (what the orchestrator fans out over)."""
     spec = approved_mapping(rt, migration).spec
@@ -216,6 +230,10 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
                         reason=f"{item.file} line {item.line}: invalid {fields}")
             elif table_map.selects(item.row.model_dump()):
                 selected.append(item)
+            elif _owns_unmapped_rows(spec, table_map) and not _selected_by_any(spec, item.row.model_dump()
+                                                                                   , table_map.source_table):
+                journal(item.key, "skipped", code="not_mapped",
+                        reason=f"no map selects this {table_map.source_table} row")
         own_ids = {item.key for item in selected}
         if child_tables_of(table_map):  # a per-batch copy: batches of one process share the context
             context = dataclasses.replace(context, children=_children_for(reader, table_map, own_ids), cache={})
