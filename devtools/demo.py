@@ -22,7 +22,7 @@ from typing import Any
 
 from agent.extract import extract
 from agent.synth import synthesize
-from devtools.stack import drive_migration, local_stack
+from devtools.stack import drive_migration, local_stack, users_for_practice
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / ".demo"
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bundle      {bundle.bundle_id}: {sum(bundle.rows.values())} rows in {len(bundle.rows)} tables, "
           f"{bundle.files} files, {len(bundle.warnings)} warning kinds")
 
-    with local_stack(DEMO_DIR / "stack") as stack:
+    with local_stack(DEMO_DIR / "stack", emulator_config={"users": users_for_practice(practice)}) as stack:
         print(f"services    azurite, emulator {stack.emulator.base_url}, local host {stack.host.url}")
         result = drive_migration(stack, bundle.bundle_dir, name="demo practice", on_progress=_progress)
         targets = _target_counts(stack.emulator.dump())

@@ -23,6 +23,7 @@ from devtools import azurite
 from emulator.testing import RunningEmulator, run_emulator
 from shared.identity import principal_header
 
+OFFICE_MANAGER = "00000000-0000-0000-0000-0000000007ff"
 OPERATOR = principal_header("practice-group-1", "operator-1", ["operator"])
 
 
@@ -66,6 +67,24 @@ def local_stack(work_dir: Path, *, emulator_config: dict[str, Any] | None = None
     finally:
         if own_storage:
             storage.stop()
+
+
+def users_for_practice(database: Path) -> list[dict[str, Any]]:
+    """Dynamics users for a synthetic practice's providers, as its IT would have set them up: most
+    providers have an active user with their e-mail, one has a disabled user (a former hygienist),
+    one has none at all; both of those fall to the fallback owner chosen at plan review."""
+    from agent.synth import iter_source_rows
+
+    emails = sorted({str(row["email"]).strip().lower() for row in iter_source_rows(database, "provider")
+                     if row.get("email")})
+    users = []
+    for number, email in enumerate(emails[:-1]):  # the last provider has no Dynamics user
+        users.append({"systemuserid": f"00000000-0000-0000-0000-{number + 0x500:012x}",
+                      "fullname": f"Practice user {number + 1}", "internalemailaddress": email,
+                      "isdisabled": number == 0})
+    users.append({"systemuserid": "00000000-0000-0000-0000-0000000007ff", "fullname": "Office manager",
+                  "internalemailaddress": "office.manager@practice.example"})
+    return users
 
 
 def target_for(stack: LocalStack, **overrides: Any) -> dict[str, Any]:
@@ -128,8 +147,10 @@ def drive_migration(stack: LocalStack, bundle_dir: Path, *, name: str = "practic
         codes = {p["code"] for p in plan["report"]["problems"]}
         if codes != {"owners_unresolved"} or not plan["report"]["fallback_owner_choices"]:
             return {"migration_id": migration_id, "view": view, "plan": plan}
-        # As an operator would: the first active user stands in for providers without one.
-        fallback = plan["report"]["fallback_owner_choices"][0]
+        # As an operator would: a person (the office manager if there is one, never the application
+        # user the migration runs as) stands in for providers without an active user.
+        choices = plan["report"]["fallback_owner_choices"]
+        fallback = OFFICE_MANAGER if OFFICE_MANAGER in choices else choices[-1]
         stack.api("POST", f"/migrations/{migration_id}/schema-plan/approve", json={"fallback_owner": fallback})
         while True:
             time.sleep(0.2)

@@ -246,6 +246,8 @@ async def approve_schema_plan(req: func.HttpRequest, client: df.DurableOrchestra
         await client.raise_event(migration.instance_id, names.SCHEMA_APPROVED_EVENT, {"replan": True})
         return json_response({"replanning": True}, status=202)
     schema.stored_plan(rt, migration).require_approvable()
+    migration.schema_approved_by = caller.user_id
+    rt.migrations.save(migration)
     await client.raise_event(migration.instance_id, names.SCHEMA_APPROVED_EVENT, {"approved": True})
     return json_response({"approved": True})
 

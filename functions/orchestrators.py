@@ -49,8 +49,11 @@ def migration_orchestrator(context: df.DurableOrchestrationContext):
     discovery = yield context.call_activity_with_retry(names.DISCOVER, ACTIVITY_RETRY, ref)
     proposal = yield context.call_activity_with_retry(names.PROPOSE_MAPPING, ACTIVITY_RETRY, ref)
 
-    _status(context, "awaiting_mapping_approval", discovery=discovery, proposal=proposal)
-    mapping = yield from _wait_for_approval(context, names.MAPPING_APPROVED_EVENT, wait_hours)
+    if proposal.get("approved_version") is not None:  # a re-run: the frozen map stands
+        mapping = {"version": proposal["approved_version"]}
+    else:
+        _status(context, "awaiting_mapping_approval", discovery=discovery, proposal=proposal)
+        mapping = yield from _wait_for_approval(context, names.MAPPING_APPROVED_EVENT, wait_hours)
     if mapping is None:
         yield context.call_activity(names.RECORD_PROGRESS, {**ref, "stage": "mapping", "status": "timed_out"})
         _status(context, "mapping_approval_timed_out")
@@ -59,7 +62,7 @@ def migration_orchestrator(context: df.DurableOrchestrationContext):
     plan = yield context.call_activity_with_retry(names.PLAN_SCHEMA, ACTIVITY_RETRY,
                                                   {**ref, "mapping_version": mapping["version"]})
     _status(context, "awaiting_schema_approval", mapping_version=mapping["version"], plan=plan)
-    while True:
+    while not plan.get("already_approved"):
         approval = yield from _wait_for_approval(context, names.SCHEMA_APPROVED_EVENT, wait_hours)
         if approval is None:
             yield context.call_activity(names.RECORD_PROGRESS, {**ref, "stage": "schema", "status": "timed_out"})

@@ -27,6 +27,8 @@ class ProposalInfo(BaseModel):
     version: int
     proposed: int
     unmapped: int
+    approved_version: int | None = None
+    """Set when the migration already has an approved map (a re-run): no approval is asked again."""
 
 
 class ApprovalInfo(BaseModel):
@@ -45,7 +47,7 @@ def propose_mapping(rt: Runtime, migration: Migration) -> ProposalInfo:
     if not rt.artifacts.exists(migration.migration_id, DRAFT):  # a re-run keeps the user's edits
         rt.artifacts.put_json(migration.migration_id, DRAFT, proposal.spec.model_dump(mode="json"))
     return ProposalInfo(version=proposal.spec.version, proposed=len(proposal.proposals),
-                        unmapped=len(proposal.unmapped))
+                        unmapped=len(proposal.unmapped), approved_version=migration.mapping_version)
 
 
 def draft(rt: Runtime, migration: Migration) -> dict[str, Any]:

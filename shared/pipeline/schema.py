@@ -25,6 +25,8 @@ class SchemaPlanInfo(BaseModel):
     unresolved_providers: int
     approvable: bool
     problems: list[str]
+    already_approved: bool = False
+    """An approvable plan of a migration whose schema was approved before (a re-run): go on."""
 
 
 class SchemaBuildInfo(BaseModel):
@@ -48,7 +50,8 @@ async def plan(rt: Runtime, migration: Migration) -> SchemaPlanInfo:
     return SchemaPlanInfo(mapping_version=schema_plan.mapping_version, custom_tables=report.custom_table_count,
                           custom_table_limit=report.custom_table_limit,
                           unresolved_providers=len(report.unresolved_providers),
-                          approvable=schema_plan.approvable, problems=[p.code for p in report.problems])
+                          approvable=schema_plan.approvable, problems=[p.code for p in report.problems],
+                          already_approved=schema_plan.approvable and migration.schema_approved_by is not None)
 
 
 def stored_plan(rt: Runtime, migration: Migration) -> SchemaPlan:

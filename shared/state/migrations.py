@@ -59,6 +59,8 @@ class Migration(BaseModel):
     """The uploaded export bundle this migration loads (named at start)."""
     mapping_version: int | None = None
     """The approved, frozen field-map version the load uses."""
+    schema_approved_by: str | None = None
+    """Who approved the schema plan; a re-run of an approved migration does not ask again."""
     approval_timeout_hours: float = 168.0
 
 
