@@ -7,7 +7,7 @@
   Block of a large blob), and every local file is checked against the manifest's sha256 before it
   is sent.
 - Resume: a SAS that can only write cannot list or read, so what is already up is recorded in a
-  local journal (`.upload-journal.jsonl`, fsynced per blob) with its sha256. A second run sends
+  local journal (`.upload-journal.jsonl`, one line per committed blob) with its sha256. A second run sends
   only the blobs missing from the journal or whose bytes differ from what was recorded.
 - The manifest goes last, after every other blob succeeded: the cloud never sees a half bundle.
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import threading
 import time
@@ -105,6 +104,7 @@ class _Journal:
         self.path, self.destination = path, destination
         self.done: dict[str, str] = {}
         self.lock = threading.Lock()
+        self._fh: Any = None
         if path.exists():
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
@@ -115,12 +115,20 @@ class _Journal:
                     self.done[item["blob"]] = item["sha256"]
 
     def record(self, blob: str, sha256: str) -> None:
+        # Written after the blob is committed, and flushed to the OS at once so a killed process
+        # keeps it. No fsync per line: a record lost to a power cut only means that blob is sent again.
         with self.lock:
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"dest": self.destination, "blob": blob, "sha256": sha256}) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            if self._fh is None:
+                self._fh = open(self.path, "a", encoding="utf-8")
+            self._fh.write(json.dumps({"dest": self.destination, "blob": blob, "sha256": sha256}) + "\n")
+            self._fh.flush()
             self.done[blob] = sha256
+
+    def close(self) -> None:
+        with self.lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
 
 
 def _sha256_file(path: Path) -> str:
@@ -279,6 +287,7 @@ def upload_bundle(
             report.skipped += 1
         bar.advance()
     finally:
+        journal.close()
         if hasattr(bar, "close"):
             bar.close()
     return report

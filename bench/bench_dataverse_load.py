@@ -87,6 +87,7 @@ def report(
     print(f"  records/s (emulated)    {rate:,.1f}")
     print(f"  records/s (real)        {n / seconds:,.1f}")
     print(f"  requests per 1,000 rec  {counters['requests'] * 1000 / n:,.1f}")
+    print(f"  server time (emulated)  {counters['execution_seconds']:,.0f} s (window budget 1,200 s per 300 s)")
     print(f"  429 responses           {int(counters['throttled'])}")
     print(f"  early requests (emu)    {int(counters['early_requests'])}")
     print(f"  upper bound (emulated)  {bound:,.1f} records/s")
@@ -140,10 +141,21 @@ def main() -> None:
     parser.add_argument("--single-time-scale", type=float, default=20.0)
     parser.add_argument("--users", type=int, default=1)
     parser.add_argument("--chunk", type=int, default=1000)
+    parser.add_argument(
+        "--per-record-cost",
+        type=float,
+        default=None,
+        help="emulated server seconds per record (emulator default 0.01). At the default, 100,000 records need"
+        " ~1,015 s of server time: less than one window's 1,200 s, so the window never fills.",
+    )
     args = parser.parse_args()
     single_n = args.single_records if args.single_records is not None else args.records
 
     cfg = EmulatorConfig(time_scale=args.time_scale, affinity_cookie=True, key_activation_seconds=1.0)
+    if args.per_record_cost is not None:
+        cfg = cfg.model_copy(
+            update={"costs": cfg.costs.model_copy(update={"per_record_seconds": args.per_record_cost})}
+        )
     print("limits per user:", cfg.limits.model_dump(), "costs:", cfg.costs.model_dump())
     with run_emulator(cfg, subprocess=True) as emu:
         seconds = asyncio.run(bulk_phase(emu, args.records, args.users, args.chunk))

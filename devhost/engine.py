@@ -476,9 +476,13 @@ class TaskHub:
             self._busy.add(instance_id)
             try:
                 await self._process(instance_id)
-            except Exception:
-                # A storage failure mid-episode: the messages are still there; try again shortly.
-                log.exception("instance %s: episode failed in the host; retrying", instance_id)
+            except Exception as exc:
+                # A storage failure mid-episode (Azurite reset a connection, say). Forget what this
+                # episode changed in memory and replay from what storage holds, exactly as after a
+                # crash: the messages are still there and the episode is deterministic.
+                log.warning("instance %s: episode failed in the host (%s); replaying from storage",
+                            instance_id, type(exc).__name__)
+                self._instances.pop(instance_id, None)
                 await asyncio.sleep(0.5)
                 self._again.add(instance_id)
             finally:

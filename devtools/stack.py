@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from agent.upload import upload_bundle
 from devhost.testing import RunningHost, run_host
 from devtools import azurite
@@ -107,7 +109,11 @@ def wait_for_stage(stack: LocalStack, migration_id: str, stages: set[str], timeo
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
-        view = stack.api("GET", f"/migrations/{migration_id}")
+        try:
+            view = stack.api("GET", f"/migrations/{migration_id}")
+        except httpx.TransportError:  # the host is restarting (a kill test): keep polling
+            time.sleep(0.2)
+            continue
         status = view.get("custom_status") or {}
         if on_progress and status != last:
             on_progress(view)
@@ -152,15 +158,17 @@ def drive_migration(stack: LocalStack, bundle_dir: Path, *, name: str = "practic
         choices = plan["report"]["fallback_owner_choices"]
         fallback = OFFICE_MANAGER if OFFICE_MANAGER in choices else choices[-1]
         stack.api("POST", f"/migrations/{migration_id}/schema-plan/approve", json={"fallback_owner": fallback})
-        while True:
+        deadline = time.monotonic() + timeout
+        while plan["report"]["fallback_owner"] != fallback:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"migration {migration_id} was not planned again with the fallback owner")
             time.sleep(0.2)
             plan = stack.api("GET", f"/migrations/{migration_id}/schema-plan")
-            if plan["report"]["fallback_owner"] == fallback:
-                break
         wait_for_stage(stack, migration_id, {"awaiting_schema_approval"}, timeout, on_progress)
     stack.api("POST", f"/migrations/{migration_id}/schema-plan/approve", json={})
     view = wait_for_stage(stack, migration_id, {"done"}, timeout, on_progress)
-    result: dict[str, Any] = {"migration_id": migration_id, "view": view, "plan": plan}
+    result: dict[str, Any] = {"migration_id": migration_id, "view": view, "plan": plan,
+                              "bundle_id": bundle_id}
     if view.get("runtime_status") == "Completed":
         result["report"] = stack.api("GET", f"/migrations/{migration_id}/report")
     return result

@@ -8,6 +8,7 @@ a target body. Tables whose `Bulk` flag is off (appointment, annotation, …) ge
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 
 from emulator import errors, records
 from emulator.errors import ApiError, bad_request
@@ -88,6 +89,7 @@ def _upsert_multiple(store: Store, req: ApiRequest, e: dict[str, Any], targets: 
         if odata_id:
             ref = str(odata_id).split("/api/data/", 1)[-1].split("/", 1)[-1] if "/api/data/" in str(odata_id) \
                 else str(odata_id).lstrip("/")
+            ref = unquote(ref)  # @odata.id is a URL: its key values arrive percent-encoded, as in a path
             name, keytext = parse_segment(ref)
             if name != e["EntitySetName"] or keytext is None:
                 raise bad_request(f"Targets[{i}] @odata.id must reference '{e['EntitySetName']}(<key>)'.")

@@ -93,9 +93,12 @@ class WriterConfig(BaseModel):
     """Largest UpsertMultiple chunk; Microsoft suggests starting at 100-1,000 records."""
     batch_chunk: int = Field(default=200, ge=1, le=MAX_BATCH_OPERATIONS)
     """Largest $batch (operations)."""
-    parallel_per_user: int = Field(default=4, ge=1)
-    """Chunks in flight per application user. Same-table bulk writes in parallel can deadlock on a real
-    server (SQL 1205, reference/dataverse.md §6): lower this if the environment reports it."""
+    parallel_per_user: int = Field(default=8, ge=1)
+    """Chunks in progress per application user (the governor still caps requests in flight). The
+    execution-time limit allows 4 s of server time per second per user, so a 1,000-row chunk that
+    takes ~10 s of server time needs 4+ chunks in flight to use it; 8 leaves room for the existence
+    reads. Same-table bulk writes in parallel can deadlock on a real server (SQL 1205,
+    reference/dataverse.md §6): lower this if the environment reports it."""
     max_row_attempts: int = Field(default=5, ge=1)
     """Times one row may come back transient (5xx/429 part) before it is reported `gave_up`."""
 

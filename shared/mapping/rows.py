@@ -10,12 +10,12 @@ the `TransformContext`.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from shared.dataverse.writer import row_id
 from shared.mapping import transforms as tf
 from shared.mapping.contract import PathHop, parse_path, standard_tables
 from shared.mapping.spec import (
@@ -29,9 +29,6 @@ from shared.mapping.spec import (
     MappingSpec,
     TableMap,
 )
-
-BRIDGEWORK_NAMESPACE = uuid.UUID("5b1d7a4e-2f0c-5e8b-9a6d-6272696467ee")
-"""Namespace of `derived_id` (fixed forever: changing it would duplicate notes on a re-run)."""
 
 PARTY_NAV = {"contact": "partyid_contact", "systemuser": "partyid_systemuser"}
 
@@ -166,9 +163,10 @@ def _keyed_by_source_id(table: str) -> bool:
 
 
 def derived_id(table: str, sid: str) -> str:
-    """The primary key a record of a table without `<prefix>_sourceid` (annotation) gets: a uuid5 of
-    the table and source id, so the same Dentrix row always lands on the same record."""
-    return str(uuid.uuid5(BRIDGEWORK_NAMESPACE, f"{table}:{sid}"))
+    """The primary key a record of a table without `<prefix>_sourceid` (annotation) gets: the bulk
+    writer's deterministic row id, so the same Dentrix row always lands on the same record and the
+    loader, the writer and the attachment step all address it alike."""
+    return row_id(table, sid)
 
 
 def record_ref(table_map: TableMap, row: Mapping[str, Any], ctx: tf.TransformContext) -> str | None:
