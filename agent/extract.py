@@ -10,9 +10,11 @@ comparison index lives in a temporary SQLite file, not in RAM.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import tempfile
 import uuid
@@ -152,7 +154,6 @@ class _BaseIndex:
         self.db.execute("PRAGMA journal_mode=OFF")
         self.db.execute("CREATE TABLE base (t TEXT, k TEXT, h TEXT, PRIMARY KEY (t, k)) WITHOUT ROWID")
         self.db.execute("CREATE TABLE cur (t TEXT, k TEXT, PRIMARY KEY (t, k)) WITHOUT ROWID")
-        import gzip
 
         for entry in base.tables:
             for part in entry.keys:
@@ -292,7 +293,7 @@ def _extract(src: Source, source: str, out: Path, timezone: str | None, money_un
     finally:
         if index is not None:
             index.close()
-        workdir.rmdir() if workdir.exists() and not any(workdir.iterdir()) else None
+        shutil.rmtree(workdir, ignore_errors=True)
 
     for digest in [d for d in files if d not in referenced]:  # a delta ships only the files its rows use
         (out / "files" / digest).unlink(missing_ok=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import azure.durable_functions as df
 
 from functions import names
-from shared.pipeline import attachments, discovery, finish, load, mapping, schema
+from shared.pipeline import attachments, discovery, finish, load, mapping, rollback, schema
 from shared.runtime import runtime
 from shared.state.migrations import Migration
 
@@ -73,3 +73,23 @@ async def copy_attachments(request: dict) -> dict:
 @bp.activity_trigger(input_name="request", activity=names.FINISH_MIGRATION)
 def finish_migration(request: dict) -> dict:
     return finish.finish(runtime(), _migration(request)).model_dump()
+
+
+@bp.activity_trigger(input_name="request", activity=names.PLAN_ROLLBACK)
+def plan_rollback(request: dict) -> dict:
+    return rollback.plan_rollback(runtime(), _migration(request)).model_dump()
+
+
+@bp.activity_trigger(input_name="request", activity=names.ROLLBACK_TABLE)
+async def rollback_table(request: dict) -> dict:
+    policy = rollback.RollbackPolicy.model_validate(request.get("policy") or {})
+    info = await rollback.rollback_table(runtime(), _migration(request), request["table"], policy)
+    # Counts only: the kept records' ids are in the step's artifact and the final rollback report.
+    return {"table": info.table, "counts": info.counts, "kept": len(info.kept)}
+
+
+@bp.activity_trigger(input_name="request", activity=names.VERIFY_ROLLBACK)
+async def verify_rollback(request: dict) -> dict:
+    report = await rollback.verify_rollback(runtime(), _migration(request))
+    return {"verified": report.verified, "kept": len(report.kept), "remaining": len(report.remaining),
+            "report": rollback.REPORT}

@@ -18,3 +18,8 @@ FINISH_MIGRATION = "finish_migration"
 
 MAPPING_APPROVED_EVENT = "MappingApproved"
 SCHEMA_APPROVED_EVENT = "SchemaApproved"
+
+ROLLBACK_ORCHESTRATOR = "rollback_orchestrator"
+PLAN_ROLLBACK = "plan_rollback"
+ROLLBACK_TABLE = "rollback_table"
+VERIFY_ROLLBACK = "verify_rollback"

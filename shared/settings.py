@@ -10,11 +10,21 @@ Bridgework's own settings carry the `BRIDGEWORK_` prefix; storage follows the Fu
 from __future__ import annotations
 
 from functools import lru_cache
-
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AutomationKey(BaseModel):
+    """A function key given to a customer's automation: the tenant it acts for and its one role."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: str = Field(min_length=1, max_length=64)
+    role: Literal["viewer", "operator"] = "viewer"
+    name: str = Field(default="automation", min_length=1, max_length=64)
+    """Who the key was issued to; it becomes the caller's user id (`key:<name>`) in audit fields."""
 
 
 class Settings(BaseSettings):
@@ -75,6 +85,11 @@ class Settings(BaseSettings):
 
     upload_sas_hours: float = Field(default=24.0, gt=0, le=24.0)
     """Lifetime of the agent's write-only upload SAS (at most 24 hours; renewable through the API)."""
+
+    automation_keys: dict[str, AutomationKey] = Field(default_factory=dict)
+    """Function keys mapped to a tenant, as JSON in `BRIDGEWORK_AUTOMATION_KEYS`:
+    `{"sha256:<hex of the key>": {"tenant_id": "...", "role": "operator", "name": "nightly-sync"}}`.
+    Only the key's sha256 is stored here, so the setting itself grants nothing if it leaks."""
 
 
 @lru_cache(maxsize=1)

@@ -10,8 +10,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from shared.pipeline.audit import write_audit
 from shared.pipeline.bundle import open_bundle
 from shared.pipeline.mapping import approved_mapping
+from shared.pipeline.rollback import record_watermark
 from shared.runtime import Runtime
 from shared.state.migrations import Migration
 
@@ -40,6 +42,10 @@ class FinalReport(BaseModel):
 class FinishInfo(BaseModel):
     report: str
     unaccounted: int
+    audit: str | None = None
+    """Blob path of the audit log (the journal as CSV, see shared/pipeline/audit.py)."""
+    watermark: int | None = None
+    """Highest Dataverse row version after the run (shared/pipeline/rollback.py `record_watermark`)."""
 
 
 def build_report(rt: Runtime, migration: Migration) -> FinalReport:
@@ -101,4 +107,8 @@ def finish(rt: Runtime, migration: Migration) -> FinishInfo:
     report = build_report(rt, migration)
     path = rt.artifacts.put_json(migration.migration_id, REPORT_JSON, report)
     rt.artifacts.put_text(migration.migration_id, REPORT_TEXT, render(report))
-    return FinishInfo(report=path, unaccounted=sum(report.unaccounted.values()))
+    audit = write_audit(rt, migration.migration_id)
+    # After the migration's last write: what a rollback uses to tell later edits by people apart.
+    watermark = record_watermark(rt, migration)
+    return FinishInfo(report=path, unaccounted=sum(report.unaccounted.values()), audit=audit,
+                      watermark=watermark)

@@ -1,0 +1,170 @@
+"""Audit log and compensating rollback through the real layers: a migrated practice's journal as CSV,
+then rollback back to the emulator's state from before the migration (data rows and SharePoint items),
+uninterrupted, and with the host killed halfway while a record edited by someone else is kept.
+
+The custom schema the migration built stays (rollback removes data, not tables), so the comparison is
+over the records of `dump()["rows"]` (tables the schema build added are there, empty) and `dump()["graph"]`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agent.extract import extract
+from agent.synth import synthesize
+from devtools import azurite
+from devtools.stack import OPERATOR, LocalStack, drive_migration, local_stack, users_for_practice
+from shared.pipeline.audit import AUDIT_CSV, COLUMNS
+from shared.runtime import Runtime
+from shared.settings import Settings
+from shared.state.journal import JournalEntry
+
+PATIENTS = 25
+
+
+class Migrated:
+    def __init__(self, stack: LocalStack, result: dict[str, Any], before: dict[str, Any]) -> None:
+        self.stack, self.result, self.before = stack, result, before
+        self.migration_id = result["migration_id"]
+        self.rt = Runtime.create(Settings(AzureWebJobsStorage=stack.storage.connection_string,
+                                          table_prefix=stack.prefix))
+        self.snapshot = stack.emulator.snapshot()
+        self.journal: list[JournalEntry] = list(self.rt.journal.entries(self.migration_id))
+
+    def back_to_migrated(self) -> None:
+        """The emulator and the journal exactly as the migration left them (a second rollback's start)."""
+        self.stack.emulator.restore(self.snapshot)
+        self.rt.journal.record(self.journal)
+
+
+@pytest.fixture(scope="module")
+def migrated(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Migrated]:
+    work = Path(tmp_path_factory.mktemp("rollback"))
+    practice = work / "practice.db"
+    synth = synthesize(practice, PATIENTS, 11)
+    bundle = extract(str(practice), work / "bundle", files_root=synth.files_root, part_rows=40)
+    with local_stack(work / "stack", storage=azurite,
+                     emulator_config={"users": users_for_practice(practice)}) as stack:
+        before = stack.emulator.dump()
+        result = drive_migration(stack, bundle.bundle_dir, timeout=300)
+        assert result["view"]["runtime_status"] == "Completed"
+        yield Migrated(stack, result, before)
+
+
+def _data(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Records by table, tables without records left out (the kept custom tables are empty after rollback)."""
+    return {table: records for table, records in rows.items() if records}
+
+
+def _get_text(stack: LocalStack, path: str, **params: str) -> httpx.Response:
+    return stack.host.http().get(f"/api{path}", params=params, headers={"x-ms-client-principal": OPERATOR})
+
+
+def _csv(text: str) -> list[dict[str, str]]:
+    reader = csv.DictReader(io.StringIO(text))
+    assert tuple(reader.fieldnames or ()) == COLUMNS
+    return list(reader)
+
+
+def test_the_audit_log_counts_equal_the_final_report_and_its_blob_copy(migrated: Migrated):
+    response = _get_text(migrated.stack, f"/migrations/{migrated.migration_id}/audit")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    rows = _csv(response.text)
+    audit = Counter((row["table"], row["action"]) for row in rows)
+    report = {(m["map"], action): n for m in migrated.result["report"]["maps"] for action, n in m["actions"].items()}
+    assert dict(audit) == report
+    assert sum(audit.values()) > 500
+    stored = migrated.rt.artifacts.get_bytes(migrated.migration_id, AUDIT_CSV).decode()
+    assert _csv(stored) == rows
+
+    table, action = next((m["map"], a) for m in migrated.result["report"]["maps"] for a in m["actions"]
+                         if a == "created")
+    filtered = _csv(_get_text(migrated.stack, f"/migrations/{migrated.migration_id}/audit",
+                              table=table, action=action).text)
+    assert len(filtered) == report[(table, action)]
+    assert {(r["table"], r["action"]) for r in filtered} == {(table, action)}
+    refused = _get_text(migrated.stack, f"/migrations/{migrated.migration_id}/audit", action="exploded")
+    assert refused.status_code == 400
+
+
+def _rollback(migrated: Migrated, kill_at_step: int | None = None, timeout: float = 240) -> dict[str, Any]:
+    stack = migrated.stack
+    stack.api("POST", f"/migrations/{migrated.migration_id}/rollback", json={})
+    deadline = time.monotonic() + timeout
+    killed = False
+    while time.monotonic() < deadline:
+        try:
+            view = stack.api("GET", f"/migrations/{migrated.migration_id}/rollback")
+        except httpx.TransportError:  # the host is restarting
+            time.sleep(0.2)
+            continue
+        status = view.get("custom_status") or {}
+        if kill_at_step is not None and not killed and status.get("stage") == "rollback" \
+                and status.get("step", 0) >= kill_at_step:
+            stack.host.kill()
+            stack.host.start()
+            killed = True
+            continue
+        if view.get("runtime_status") in ("Completed", "Failed", "Terminated"):
+            view["killed"] = killed
+            return view
+        time.sleep(0.1)
+    raise TimeoutError("the rollback did not end")
+
+
+def test_rollback_returns_the_emulator_to_its_state_from_before_the_migration(migrated: Migrated):
+    migrated.back_to_migrated()
+    view = _rollback(migrated)
+    assert view["runtime_status"] == "Completed"
+    assert view["custom_status"]["stage"] == "rolled_back"
+    after = migrated.stack.emulator.dump()
+    assert _data(after["rows"]) == _data(migrated.before["rows"])
+    assert after["graph"] == migrated.before["graph"]
+    report = view["report"]
+    assert report["verified"] and report["remaining"] == [] and report["kept"] == []
+    actions = Counter(e.action for e in migrated.rt.journal.entries(migrated.migration_id) if e.origin == "created")
+    assert set(actions) == {"deleted"}
+
+    # Idempotent: a second rollback finds nothing left to do and changes nothing.
+    again = _rollback(migrated)
+    assert again["runtime_status"] == "Completed" and again["report"]["verified"]
+    assert sum(n for step in again["report"]["steps"] for k, n in step["counts"].items()
+               if k != "already_gone") == 0
+    assert _data(migrated.stack.emulator.dump()["rows"]) == _data(migrated.before["rows"])
+
+
+def test_a_rollback_killed_halfway_finishes_and_keeps_a_record_someone_else_edited(migrated: Migrated):
+    migrated.back_to_migrated()
+    emulator = migrated.stack.emulator
+    edited_id, edited = next((rid, row) for rid, row in emulator.rows("contact").items()
+                             if str(row.get("bw_sourceid", "")).startswith("P-"))
+    response = httpx.patch(f"{emulator.api_url}contacts({edited_id})", json={"telephone2": "555-0100"},
+                           headers={**emulator.headers_for("app-2"), "If-Match": "*"}, verify=emulator.verify)
+    assert response.status_code == 204
+
+    view = _rollback(migrated, kill_at_step=3)
+    assert view["killed"], "the host was killed during the rollback"
+    assert view["runtime_status"] == "Completed"
+    report = view["report"]
+    assert report["verified"] and report["remaining"] == []
+    assert [(k["target_table"], k["target_id"], k["reason"]) for k in report["kept"]] == \
+        [("contact", edited_id, "edited_after_migration")]
+
+    after = emulator.dump()
+    assert after["rows"]["contact"] == {edited_id: {**after["rows"]["contact"][edited_id]}}
+    assert after["rows"]["contact"][edited_id]["telephone2"] == "555-0100"
+    rows = {table: dict(records) for table, records in after["rows"].items()}
+    rows["contact"] = {}
+    assert _data(rows) == _data(migrated.before["rows"])
+    assert after["graph"] == migrated.before["graph"]
+    assert edited["bw_sourceid"] in {e.source_id for e in migrated.rt.journal.entries(migrated.migration_id)
+                                     if e.action == "created"}
