@@ -93,3 +93,13 @@ async def verify_rollback(request: dict) -> dict:
     report = await rollback.verify_rollback(runtime(), _migration(request))
     return {"verified": report.verified, "kept": len(report.kept), "remaining": len(report.remaining),
             "report": rollback.REPORT}
+
+
+@bp.activity_trigger(input_name="request", activity=names.SAMPLE_DIFF)
+async def sample_diff(request: dict) -> dict:
+    from shared.pipeline import sample
+
+    diff = await sample.write_sample_diff(runtime(), _migration(request), request.get("patients"),
+                                          int(request.get("size") or sample.DEFAULT_PATIENTS))
+    return {"patients": diff.patients, "fields_checked": diff.fields_checked,
+            "fields_matched": diff.fields_matched, "mismatches": len(diff.mismatches), "report": sample.DIFF_JSON}

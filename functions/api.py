@@ -30,7 +30,7 @@ import azure.durable_functions as df
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
-from functions import names
+from functions import logging_policy, names
 from functions.http import InvalidRequest, api_route, json_response, problem, read_model
 from functions.openapi import MIGRATION_ID_PATTERN, documented, openapi_document
 from functions.views import (
@@ -50,6 +50,7 @@ from shared.state.migrations import Migration, Target
 from shared.state.upload_sas import UploadGrant, grant_upload, seal_bundle
 
 bp = df.Blueprint()
+logging_policy.apply()  # the function app imports this module first: no request URL reaches the logs
 
 
 class NotPermitted(Fatal):
@@ -484,3 +485,60 @@ async def get_rollback(req: func.HttpRequest, client: df.DurableOrchestrationCli
         "custom_status": status.custom_status if status else None,
         "report": report,
     })
+
+
+# -- sample field-level diff (issue 6) ------------------------------------------------------------------
+#    POST /migrations/{id}/sample/diff         diff a stratified sample of patients ({"patients": 150})
+#    GET  /migrations/{id}/sample/diff         the diff: JSON, or ?format=csv|html (or by Accept)
+
+
+class SampleDiffRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    patients: int = Field(default=150, ge=1, le=5000)
+    """How many patients the stratified sample takes (every related row of each comes along)."""
+
+
+@bp.route(route="migrations/{migration_id}/sample/diff", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+@documented("POST", "migrations/{migration_id}/sample/diff", "Diff a stratified sample of patients",
+            role="operator", request=SampleDiffRequest, responses={202: "object"}, idempotent=True, errors=(409, 422))
+@api_route
+@idempotent
+async def start_sample_diff(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    caller, migration = _load(req)
+    _operator(caller)
+    request = read_model(req, SampleDiffRequest)
+    if migration.mapping_version is None:
+        raise WrongStage("the field map is not approved yet: there is nothing to compare")
+    instance = f"{migration.migration_id}:sample-diff"
+    status = await client.get_status(instance)
+    if status and status.runtime_status and status.runtime_status.value in ("Running", "Pending"):
+        raise WrongStage("a sample diff of this migration is already running")
+    await client.start_new(names.SAMPLE_DIFF_ORCHESTRATOR, instance_id=instance,
+                           client_input={"migration_id": migration.migration_id, "tenant_id": caller.tenant_id,
+                                         "size": request.patients})
+    return json_response({"instance_id": instance, "patients": request.patients}, status=202)
+
+
+@bp.route(route="migrations/{migration_id}/sample/diff", methods=["GET"])
+@documented("GET", "migrations/{migration_id}/sample/diff", "The sample diff (JSON, CSV or HTML)", role="viewer",
+            responses={200: "object"}, alternatives=("text/csv", "text/html"))
+@api_route
+async def get_sample_diff(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.pipeline import sample
+
+    _, migration = _load(req)
+    wanted = req.params.get("format") or ""
+    accept = req.headers.get("accept") or ""
+    artifacts = runtime().artifacts
+    if wanted == "html" or (not wanted and "text/html" in accept):
+        return func.HttpResponse(artifacts.get_bytes(migration.migration_id, sample.DIFF_HTML),
+                                 mimetype="text/html", charset="utf-8")
+    if wanted == "csv" or (not wanted and "text/csv" in accept):
+        return func.HttpResponse(artifacts.get_bytes(migration.migration_id, sample.DIFF_CSV),
+                                 mimetype="text/csv", charset="utf-8")
+    if wanted not in ("", "json"):
+        return problem(400, "invalid_request", "Unknown format", "format must be json, csv or html")
+    return func.HttpResponse(artifacts.get_bytes(migration.migration_id, sample.DIFF_JSON),
+                             mimetype="application/json")

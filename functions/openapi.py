@@ -8,7 +8,7 @@ fails when a registered route is missing from it (or the document names a route 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -42,9 +42,8 @@ class Operation:
     query: type[BaseModel] | None = None
     idempotent: bool = False
     errors: tuple[int, ...] = ()
-    text_alternative: bool = False
-    """Also answers text/markdown (`?format=markdown` or `Accept: text/markdown`)."""
-    extra: dict[str, Any] = field(default_factory=dict)
+    alternatives: tuple[str, ...] = ()
+    """Other media types the 200 answers in, chosen by `?format=` (markdown, csv, html) or `Accept`."""
 
 
 OPERATIONS: list[Operation] = []
@@ -58,28 +57,30 @@ _ERROR_TITLES = {400: "Invalid request", 401: "Not authenticated", 403: "Not per
 
 def documented(method: str, route: str, summary: str, *, role: Literal["viewer", "operator", "none"],
                responses: dict[int, TBody], request: TBody = None, query: type[BaseModel] | None = None,
-               idempotent: bool = False, errors: tuple[int, ...] = (), text_alternative: bool = False
-               ) -> Callable[[F], F]:
-    """Record a route's contract for the OpenAPI document; the handler is returned unchanged."""
+               idempotent: bool = False, errors: tuple[int, ...] = (), text_alternative: bool = False,
+               alternatives: tuple[str, ...] = ()) -> Callable[[F], F]:
+    """Record a route's contract for the OpenAPI document; the handler is returned unchanged.
+    `text_alternative` is short for `alternatives=("text/markdown",)`."""
 
     def register(handler: F) -> F:
+        media = alternatives + (("text/markdown",) if text_alternative else ())
         OPERATIONS.append(Operation(method.upper(), route, summary, role, responses, request, query, idempotent,
-                                    errors, text_alternative))
+                                    errors, media))
         return handler
 
     return register
 
 
 def _content(body: TBody, refs: dict[tuple[type[BaseModel], str], dict[str, Any]], mode: str,
-             text_alternative: bool = False) -> dict[str, Any]:
+             alternatives: tuple[str, ...] = ()) -> dict[str, Any]:
     if body == "text":
         return {"text/markdown": {"schema": {"type": "string"}}}
     if body == "csv":
         return {"text/csv": {"schema": {"type": "string"}}}
     schema = {"type": "object"} if body == "object" else refs[(body, mode)]  # type: ignore[index]
     content: dict[str, Any] = {"application/json": {"schema": schema}}
-    if text_alternative:
-        content["text/markdown"] = {"schema": {"type": "string"}}
+    for media in alternatives:
+        content[media] = {"schema": {"type": "string"}}
     return content
 
 
@@ -104,9 +105,10 @@ def openapi_document(operations: list[Operation] | None = None) -> dict[str, Any
         if op.query is not None:
             for name, info in op.query.model_json_schema()["properties"].items():
                 parameters.append({"name": name, "in": "query", "required": False, "schema": info})
-        if op.text_alternative:
+        if op.alternatives:
+            formats = ["json"] + [media.split("/")[1] for media in op.alternatives]
             parameters.append({"name": "format", "in": "query", "required": False,
-                               "schema": {"type": "string", "enum": ["json", "markdown"]}})
+                               "schema": {"type": "string", "enum": formats}})
         if op.idempotent:
             parameters.append({"name": "Idempotency-Key", "in": "header", "required": False,
                                "description": "A retried request with the same key answers the first response "
@@ -116,7 +118,7 @@ def openapi_document(operations: list[Operation] | None = None) -> dict[str, Any
         for status, body in op.responses.items():
             entry: dict[str, Any] = {"description": "success"}
             if body is not None:
-                entry["content"] = _content(body, refs, "serialization", op.text_alternative)
+                entry["content"] = _content(body, refs, "serialization", op.alternatives)
             responses[str(status)] = entry
         statuses = {401, 400, 413, *op.errors}
         if "{migration_id}" in op.route:

@@ -154,3 +154,13 @@ def rollback_orchestrator(context: df.DurableOrchestrationContext):
     _status(context, stage, counts=totals, kept=verification["kept"], remaining=verification["remaining"],
             report=verification["report"])
     return {"stage": stage, "counts": totals, **verification}
+
+
+@bp.orchestration_trigger(context_name="context", orchestration=names.SAMPLE_DIFF_ORCHESTRATOR)
+def sample_diff_orchestrator(context: df.DurableOrchestrationContext):
+    """The field-level diff of a stratified sample over the records already in Dataverse (one activity)."""
+    job = context.get_input()
+    _status(context, "sample_diff")
+    result = yield context.call_activity_with_retry(names.SAMPLE_DIFF, ACTIVITY_RETRY, job)
+    _status(context, "sample_diff_done", **result)
+    return result

@@ -26,7 +26,12 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.dataverse.auth import TokenProvider, default_scope
-from shared.dataverse.errors import error_from_exception, error_from_response
+from shared.dataverse.errors import (
+    DEFAULT_RETRY_AFTER,
+    error_from_exception,
+    error_from_response,
+    parse_retry_after,
+)
 from shared.dataverse.governor import Governor, GovernorConfig
 from shared.errors import (
     ConfigurationError,
@@ -78,6 +83,34 @@ class Lane:
     name: str
     tokens: TokenProvider
     governor: Governor
+
+
+GOVERNOR_EXTENSION = "bridgework.governor"
+
+
+class _GovernedTransport(httpx.AsyncBaseTransport):
+    """The last step before the network: no request leaves while its user is inside a Retry-After.
+
+    The governor admits a request before httpx prepares it; a 429 for another request can arrive in
+    between. So the block is checked again here, at the transport boundary, and a 429 sets the block
+    here too, as soon as its headers arrive and before anything else can run.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        governor = request.extensions.get(GOVERNOR_EXTENSION)
+        if isinstance(governor, Governor):
+            await governor.wait_unblocked()
+        response = await self.inner.handle_async_request(request)
+        if isinstance(governor, Governor) and response.status_code == 429:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            governor.block_now(DEFAULT_RETRY_AFTER if retry_after is None else retry_after)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def _no_cookie_jar() -> http.cookiejar.CookieJar:
@@ -139,9 +172,12 @@ class DataverseClient:
             Lane(f"user{i + 1}", TokenProvider(c, scope), Governor(config.governor))
             for i, c in enumerate(creds)
         ]
+        inner = transport or httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        )
         self._http = httpx.AsyncClient(
             base_url=config.api_base,
-            transport=transport,
+            transport=_GovernedTransport(inner),
             timeout=httpx.Timeout(config.timeout_seconds),
             cookies=_no_cookie_jar(),
             headers={
@@ -151,7 +187,6 @@ class DataverseClient:
                 "If-None-Match": "null",
                 "User-Agent": USER_AGENT,
             },
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
         )
         self._rng = random.Random()
         self.requests_sent = 0
@@ -209,7 +244,13 @@ class DataverseClient:
                 self.requests_sent += 1
                 try:
                     response = await self._http.request(
-                        method, path, json=json, content=content, params=params, headers=send_headers
+                        method,
+                        path,
+                        json=json,
+                        content=content,
+                        params=params,
+                        headers=send_headers,
+                        extensions={GOVERNOR_EXTENSION: lane.governor},
                     )
                 except httpx.TimeoutException as exc:
                     error = error_from_exception(exc)

@@ -158,6 +158,19 @@ class Governor:
         if self._limit < self._ceiling:
             self._limit = min(float(self._ceiling), self._limit + 1.0 / self._limit)
 
+    def block_now(self, retry_after: float) -> None:
+        """A 429's headers just arrived: block at once (synchronously), before any other task runs."""
+        until = self._clock() + retry_after + self.config.retry_after_margin
+        self._blocked_until = max(self._blocked_until, until)
+
+    async def wait_unblocked(self) -> None:
+        """Sleep until this user's Retry-After block (if any) has passed."""
+        while True:
+            wait = self._blocked_until - self._clock()
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
     async def throttled_for(self, retry_after: float) -> None:
         """A 429: block this user until Retry-After has passed, halve concurrency, spread the restart."""
         self.throttled += 1

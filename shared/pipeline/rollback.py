@@ -47,6 +47,9 @@ log = logging.getLogger("bridgework.rollback")
 
 WATERMARK = "rollback/watermark.json"
 REPORT = "rollback/report.json"
+FOLDERS = "rollback/folders.json"
+LIBRARY_FOLDER = "contact"
+"""The library folder shared/pipeline/attachments.py puts contact folders in (and its location's relative URL)."""
 SHAREPOINT = "sharepoint"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 CHUNK = 50
@@ -186,12 +189,15 @@ def _kept(entry: JournalEntry, reason: str) -> KeptRecord:
 
 async def rollback_table(rt: Runtime, migration: Migration, table: str, policy: RollbackPolicy) -> StepInfo:
     """Undo one journal table's records; safe to run again (undone rows are skipped)."""
-    entries = [e for e in rt.journal.entries(migration.migration_id, table) if _to_undo(e)]
+    journaled = list(rt.journal.entries(migration.migration_id, table))
+    entries = [e for e in journaled if _to_undo(e)]
     counts: dict[str, int] = {}
     kept: list[KeptRecord] = []
-    if entries:
+    # Files: run even when every row is undone already, to tidy folders an interrupted attempt left.
+    files = any(e.target_table == SHAREPOINT for e in journaled)
+    if entries or files:
         async with dataverse_client(rt, migration) as client:
-            if any(e.target_table == SHAREPOINT for e in entries):
+            if files:
                 await _undo_files(rt, migration, client, entries, counts)
             else:
                 await _undo_records(rt, migration, client, entries, policy, counts, kept)
@@ -206,7 +212,9 @@ async def rollback_table(rt: Runtime, migration: Migration, table: str, policy: 
 async def _undo_records(rt: Runtime, migration: Migration, client: DataverseClient, entries: list[JournalEntry],
                         policy: RollbackPolicy, counts: dict[str, int], kept: list[KeptRecord]) -> None:
     mark = _stored_watermark(rt, migration.migration_id)
-    key_column = approved_mapping(rt, migration).spec.source_id_column
+    # Only an id-less created row needs the key column (and so the approved map).
+    key_column = (approved_mapping(rt, migration).spec.source_id_column
+                  if any(not e.target_id for e in entries) else "")
     by_table: dict[str, list[JournalEntry]] = {}
     for entry in entries:
         by_table.setdefault(str(entry.target_table), []).append(entry)
@@ -293,15 +301,20 @@ async def _undo_files(rt: Runtime, migration: Migration, client: DataverseClient
         site_info = await graph.get_json(f"sites/{site}")
         drive = await graph.get_drive(site_info["id"], "Documents")
         drive_id = drive["id"]
-        folders: dict[str, set[str]] = {}  # folder item id -> document location ids of its files
+        # The files' folders, kept in Blob before the files go: a resumed attempt still knows them.
+        folders: set[str] = set(rt.artifacts.get_json(migration.migration_id, FOLDERS)
+                                if rt.artifacts.exists(migration.migration_id, FOLDERS) else [])
         for start in range(0, len(entries), CHUNK):
             chunk = entries[start : start + CHUNK]
+            items = {e.target_id: await graph.get_or_none(f"drives/{drive_id}/items/{e.target_id}") for e in chunk}
+            parents = {str((item.get("parentReference") or {}).get("id")) for item in items.values()
+                       if item is not None and (item.get("parentReference") or {}).get("id")}
+            if not parents <= folders:
+                folders |= parents
+                rt.artifacts.put_json(migration.migration_id, FOLDERS, sorted(folders))
             for entry in chunk:
-                item = await graph.get_or_none(f"drives/{drive_id}/items/{entry.target_id}")
+                item = items[entry.target_id]
                 if item is not None:
-                    parent = (item.get("parentReference") or {}).get("id")
-                    if parent:
-                        folders.setdefault(parent, set()).add(entry.code or "")
                     await _graph_delete(graph, f"drives/{drive_id}/items/{entry.target_id}")
                     counts["files_deleted"] = counts.get("files_deleted", 0) + 1
                 else:
@@ -311,20 +324,21 @@ async def _undo_files(rt: Runtime, migration: Migration, client: DataverseClient
                     if await client.delete("sharepointdocumentlocations", entry.code):
                         counts["locations_deleted"] = counts.get("locations_deleted", 0) + 1
             rt.journal.record([_moved(entry, "deleted") for entry in chunk])
-        library_folders: set[str] = set()
         for folder_id in sorted(folders):
             folder = await graph.get_or_none(f"drives/{drive_id}/items/{folder_id}")
             if folder is None or await _children(graph, drive_id, folder_id):
-                continue  # somebody else's files are in it: it stays
-            library_folders.add((folder.get("parentReference") or {}).get("id") or "")
+                continue  # gone already, or somebody else's files are in it: it stays
             await _graph_delete(graph, f"drives/{drive_id}/items/{folder_id}")
             counts["folders_deleted"] = counts.get("folders_deleted", 0) + 1
-        if await _remove_scaffold(client, site_info["webUrl"]):
-            counts["scaffold_deleted"] = counts.get("scaffold_deleted", 0) + 1
-            for folder_id in sorted(f for f in library_folders if f):
-                root = await graph.get_root(drive_id)
-                if folder_id != root["id"] and not await _children(graph, drive_id, folder_id):
-                    await _graph_delete(graph, f"drives/{drive_id}/items/{folder_id}")
+        removed, library_gone = await _remove_scaffold(client, site_info["webUrl"])
+        counts["scaffold_deleted"] = counts.get("scaffold_deleted", 0) + removed
+        if library_gone:
+            # The library folder the location pointed at (`contact`), once nothing is left in it.
+            root = await graph.get_root(drive_id)
+            for child in await _children(graph, drive_id, root["id"]):
+                if child.get("name") == LIBRARY_FOLDER and "folder" in child \
+                        and not await _children(graph, drive_id, child["id"]):
+                    await _graph_delete(graph, f"drives/{drive_id}/items/{child['id']}")
                     counts["folders_deleted"] = counts.get("folders_deleted", 0) + 1
 
 
@@ -333,23 +347,21 @@ def _derived(*parts: str) -> str:
     return str(uuid.uuid5(LOCATION_NAMESPACE, "|".join(parts)))
 
 
-async def _remove_scaffold(client: DataverseClient, web_url: str) -> bool:
+async def _remove_scaffold(client: DataverseClient, web_url: str) -> tuple[int, bool]:
     """Delete the library location and site record when they carry Bridgework's derived ids (so the
-    migration made them; an admin's records have other ids) and no other location points at them."""
+    migration made them; an admin's records have other ids) and no other location points at them.
+    Returns (records deleted now, whether Bridgework's library location is gone)."""
     site_id = _derived("site", web_url.rstrip("/").lower())
-    library_id = _derived("library", site_id, "contact")
+    library_id = _derived("library", site_id, LIBRARY_FOLDER)
     locations = await client.query_all("sharepointdocumentlocations")
-    users = [row for row in locations
-             if str(row.get("_parentsiteorlocation_value") or "").lower() in (library_id, site_id)
-             and str(row.get("sharepointdocumentlocationid")).lower() != library_id]
-    if users:
-        return False
-    removed = await client.delete("sharepointdocumentlocations", library_id)
-    sites_left = [row for row in locations if str(row.get("_parentsiteorlocation_value") or "").lower() == site_id
-                  and str(row.get("sharepointdocumentlocationid")).lower() != library_id]
-    if not sites_left:
-        removed = await client.delete("sharepointsites", site_id) or removed
-    return removed
+    ids = {str(row.get("sharepointdocumentlocationid")).lower() for row in locations}
+    others = [row for row in locations if str(row.get("sharepointdocumentlocationid")).lower() != library_id]
+    if any(str(row.get("_parentsiteorlocation_value") or "").lower() == library_id for row in others):
+        return 0, library_id not in ids
+    removed = int(await client.delete("sharepointdocumentlocations", library_id))
+    if not any(str(row.get("_parentsiteorlocation_value") or "").lower() == site_id for row in others):
+        removed += int(await client.delete("sharepointsites", site_id))
+    return removed, True
 
 
 # -- verification -------------------------------------------------------------------------------------------

@@ -96,6 +96,57 @@ def test_the_audit_log_counts_equal_the_final_report_and_its_blob_copy(migrated:
     assert refused.status_code == 400
 
 
+def _sample_diff(migrated: Migrated, timeout: float = 120) -> dict[str, Any]:
+    stack = migrated.stack
+    stack.api("POST", f"/migrations/{migrated.migration_id}/sample/diff", json={"patients": 150})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = stack.api("GET", f"/migrations/{migrated.migration_id}")
+        status = migrated.stack.host.status(f"{migrated.migration_id}:sample-diff")
+        if status and status.get("runtimeStatus") in ("Completed", "Failed", "Terminated"):
+            assert status["runtimeStatus"] == "Completed", view
+            return stack.api("GET", f"/migrations/{migrated.migration_id}/sample/diff")
+        time.sleep(0.2)
+    raise TimeoutError("the sample diff did not end")
+
+
+def test_a_clean_sample_matches_every_field_and_the_html_report_says_so(migrated: Migrated):
+    diff = _sample_diff(migrated)
+    assert diff["patients"] == migrated.result["report"]["source_rows"]["patient"]  # all of them (<150)
+    assert diff["fields_checked"] > 1000
+    assert diff["fields_matched"] == diff["fields_checked"] and diff["match_rate"] == 1.0
+    assert diff["mismatches"] == []
+    assert all(check["passed"] for check in diff["checks"]), [c["name"] for c in diff["checks"] if not c["passed"]]
+    assert {s.split("|")[0] for s in diff["strata"]} == {"none", "primary", "dual"}
+    page = _get_text(migrated.stack, f"/migrations/{migrated.migration_id}/sample/diff", format="html")
+    assert page.headers["content-type"].startswith("text/html")
+    assert f'<span id="fields-checked">{diff["fields_checked"]}</span>' in page.text
+    assert '<span id="match-rate">100.00%</span>' in page.text
+
+
+def test_the_sample_diff_reports_exactly_the_injected_error(migrated: Migrated):
+    emulator = migrated.stack.emulator
+    contacts = sorted((row["bw_sourceid"], rid) for rid, row in emulator.rows("contact").items()
+                      if str(row.get("bw_sourceid", "")).startswith("P-") and row.get("bw_chartnumber"))[:2]
+    for _, record_id in contacts:  # a wrong value where the transform's result should be
+        response = httpx.patch(f"{emulator.api_url}contacts({record_id})", json={"bw_chartnumber": "WRONG-1"},
+                               headers={**emulator.headers_for("app-1"), "If-Match": "*"}, verify=emulator.verify)
+        assert response.status_code == 204
+    diff = _sample_diff(migrated)
+    assert sorted((m["map"], m["field"], m["record"]) for m in diff["mismatches"]) == \
+        [("patient", "bw_chartnumber", key) for key, _ in contacts]
+    assert all(m["actual"] == "WRONG-1" and m["expected"] != "WRONG-1" for m in diff["mismatches"])
+    assert diff["fields_matched"] == diff["fields_checked"] - 2
+    rows = _csv_rows(_get_text(migrated.stack, f"/migrations/{migrated.migration_id}/sample/diff",
+                               format="csv").text)
+    assert sorted((r["map"], r["field"], r["record"]) for r in rows) == \
+        [("patient", "bw_chartnumber", key) for key, _ in contacts]
+
+
+def _csv_rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
 def _rollback(migrated: Migrated, kill_at_step: int | None = None, timeout: float = 240) -> dict[str, Any]:
     stack = migrated.stack
     stack.api("POST", f"/migrations/{migrated.migration_id}/rollback", json={})

@@ -8,8 +8,8 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-from devhost.testing import RunningHost
 import functions.api  # noqa: F401 - registers the routes and their contracts
+from devhost.testing import RunningHost
 from functions.openapi import OPERATIONS, openapi_document
 
 ROOT = Path(__file__).resolve().parents[2]

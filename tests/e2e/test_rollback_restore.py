@@ -1,0 +1,98 @@
+"""Rollback of pre-existing records against the emulator, without the host: a record the migration
+updated gets its before-image back, one someone edited after the migration is kept and listed (or
+restored under the override), a created one is deleted, and a second run changes nothing.
+
+The load does not capture before-images yet (every record it writes today is its own creation), so this
+test writes the journal rows and images the way the load will.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from devtools import azurite
+from emulator.testing import RunningEmulator, run_emulator
+from shared.pipeline.rollback import RollbackPolicy, record_watermark, rollback_table
+from shared.runtime import Runtime
+from shared.settings import Settings
+from shared.state.journal import JournalEntry, now
+from shared.state.migrations import Migration, Target
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[RunningEmulator]:
+    with run_emulator({}) as running:
+        yield running
+
+
+@pytest.fixture
+def rt(azurite: azurite.AzuriteProcess, unique_name: str) -> Runtime:
+    return Runtime.create(Settings(
+        AzureWebJobsStorage=azurite.connection_string, table_prefix=f"rb{unique_name[:10]}",
+        dataverse_auth_mode="factory", dataverse_credential_factory="emulator.credentials:EmulatorTokenCredential"))
+
+
+def _write(emulator: RunningEmulator, method: str, path: str, body: dict[str, Any], user: str = "app-1"
+           ) -> httpx.Response:
+    headers = {**emulator.headers_for(user), "Content-Type": "application/json"}
+    if method == "PATCH":
+        headers["If-Match"] = "*"
+    response = httpx.request(method, f"{emulator.api_url}{path}", json=body, headers=headers, verify=emulator.verify)
+    assert response.status_code in (201, 204), response.status_code
+    return response
+
+
+def _create_contact(emulator: RunningEmulator, phone: str) -> str:
+    response = _write(emulator, "POST", "contacts", {"lastname": "Preexisting", "telephone2": phone})
+    return response.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
+
+
+def _entry(migration: Migration, sid: str, target_id: str, origin: str, action: str,
+           before_image: str | None = None) -> JournalEntry:
+    return JournalEntry(migration_id=migration.migration_id, table="patient", source_id=sid, target_table="contact",
+                        target_id=target_id, action=action, origin=origin, batch="patient/0", at=now(),
+                        before_image=before_image)
+
+
+def test_before_images_come_back_edits_by_others_are_kept_and_created_records_go(emulator: RunningEmulator,
+                                                                                  rt: Runtime):
+    emulator.reset()
+    migration = rt.migrations.create("tenant-1", "restore", Target(environment_url=emulator.base_url,
+                                                                    application_users=["app-1"]))
+    updated, edited = _create_contact(emulator, "100"), _create_contact(emulator, "200")
+    # The migration: updates two pre-existing contacts (keeping their before-images), creates one.
+    for sid, record in (("P-1", updated), ("P-2", edited)):
+        rt.artifacts.put_json(migration.migration_id, f"rollback/before/{sid}.json",
+                              {"telephone2": "100" if record == updated else "200"})
+        _write(emulator, "PATCH", f"contacts({record})", {"telephone2": "999"})
+    created = _create_contact(emulator, "300")
+    rt.journal.record([
+        _entry(migration, "P-1", updated, "preexisting", "updated", "rollback/before/P-1.json"),
+        _entry(migration, "P-2", edited, "preexisting", "updated", "rollback/before/P-2.json"),
+        _entry(migration, "P-3", created, "created", "created"),
+    ])
+    assert record_watermark(rt, migration) is not None
+    _write(emulator, "PATCH", f"contacts({edited})", {"telephone2": "555"}, user="app-2")  # the front desk
+
+    info = asyncio.run(rollback_table(rt, migration, "patient", RollbackPolicy()))
+    contacts = emulator.rows("contact")
+    assert contacts[updated]["telephone2"] == "100"
+    assert contacts[edited]["telephone2"] == "555"
+    assert created not in contacts
+    assert info.counts == {"restored": 1, "deleted": 1, "kept_edited": 1}
+    assert [(k.source_id, k.reason) for k in info.kept] == [("P-2", "edited_after_migration")]
+    actions = {e.source_id: e.action for e in rt.journal.entries(migration.migration_id)}
+    assert actions == {"P-1": "restored", "P-2": "updated", "P-3": "deleted"}
+
+    again = asyncio.run(rollback_table(rt, migration, "patient", RollbackPolicy()))
+    assert again.counts == {"kept_edited": 1}
+    assert emulator.rows("contact")[updated]["telephone2"] == "100"
+
+    forced = asyncio.run(rollback_table(rt, migration, "patient", RollbackPolicy(override_edited=True)))
+    assert forced.counts == {"restored": 1}
+    assert emulator.rows("contact")[edited]["telephone2"] == "200"
