@@ -493,7 +493,10 @@ class BundleReader:
                 raise BundleHashMismatch(f"files/{listed.sha256}: content does not match its name and manifest "
                                          f"size; {RETRY_HINT}", file=f"files/{listed.sha256}")
 
+        files = self.manifest.files
+        window = max(1, concurrency) * 4  # bounded: Executor.map would queue every file at once
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            for _ in pool.map(check, self.manifest.files):
-                pass
-        return len(self.manifest.files)
+            for start in range(0, len(files), window):
+                for _ in pool.map(check, files[start : start + window]):
+                    pass
+        return len(files)

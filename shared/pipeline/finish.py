@@ -53,7 +53,6 @@ def build_report(rt: Runtime, migration: Migration) -> FinalReport:
     reader = open_bundle(rt, migration)
     source_rows = {entry.name: entry.rows for entry in reader.manifest.tables}
     outcomes: list[MapOutcome] = []
-    accounted: dict[str, set[str]] = {}
     for table_map in spec.enabled_tables():
         if table_map.action not in ("upsert", "update", "attachment"):
             continue
@@ -63,7 +62,6 @@ def build_report(rt: Runtime, migration: Migration) -> FinalReport:
             actions[entry.action] += 1
             if entry.action in ("quarantined", "failed", "skipped") and entry.code:
                 reasons[entry.code] += 1
-            accounted.setdefault(table_map.source_table, set()).add(entry.batch)
         outcomes.append(MapOutcome(map=table_map.name, source_table=table_map.source_table,
                                    target_table=table_map.target_table, actions=dict(actions),
                                    reasons=dict(reasons)))

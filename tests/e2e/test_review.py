@@ -1,0 +1,94 @@
+"""The review steps a user takes through the API: a bad map edit is refused field by field, and a schema
+plan over the licence is refused before anything is built in Dataverse."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.extract import extract
+from agent.synth import synthesize
+from devhost.testing import run_sync
+from devtools import azurite
+from devtools.stack import OPERATOR, LocalStack, _Quiet, local_stack, target_for, users_for_practice, wait_for_stage
+
+
+@pytest.fixture(scope="module")
+def stack_and_bundle(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFactory
+                     ) -> Iterator[tuple[LocalStack, Path]]:
+    work = Path(tmp_path_factory.mktemp("review"))
+    practice = work / "practice.db"
+    synth = synthesize(practice, 12, 5)
+    bundle = extract(str(practice), work / "bundle", files_root=synth.files_root)
+    with local_stack(work / "stack", storage=azurite, emulator_config={"users": users_for_practice(practice)}) as stack:
+        yield stack, bundle.bundle_dir
+
+
+def _started(stack: LocalStack, bundle: Path) -> str:
+    from agent.upload import upload_bundle
+
+    created = stack.api("POST", "/migrations", json={"name": "review", "target": target_for(stack)})
+    migration_id = created["migration"]["migration_id"]
+    upload = upload_bundle(bundle, created["upload"]["upload_url"], progress=_Quiet())
+    stack.api("POST", f"/migrations/{migration_id}/start", json={"bundle_id": upload.prefix.split("/")[1]})
+    wait_for_stage(stack, migration_id, {"awaiting_mapping_approval"})
+    return migration_id
+
+
+def _put(stack: LocalStack, migration_id: str, draft: dict[str, Any]) -> Any:
+    return stack.host.http().put(f"/api/migrations/{migration_id}/mapping", json=draft,
+                                 headers={"x-ms-client-principal": OPERATOR})
+
+
+def test_a_bad_map_edit_is_refused_with_field_level_errors_and_nothing_is_saved(stack_and_bundle):
+    stack, bundle = stack_and_bundle
+    migration_id = _started(stack, bundle)
+    draft = stack.api("GET", f"/migrations/{migration_id}/mapping")["draft"]
+    edited = copy.deepcopy(draft)
+    patient = next(t for t in edited["tables"] if t["name"] == "patient")
+    patient["fields"].append({"source": "no_such_column", "target": "bw_whatever", "type": "string"})
+    gender = next(f for f in patient["fields"] if f["target"] == "gendercode")
+    gender["type"] = "integer"  # a picklist column cannot hold a plain integer
+    response = _put(stack, migration_id, edited)
+    assert response.status_code == 422
+    problem = response.json()
+    assert problem["type"].endswith("/mapping_invalid")
+    locations = [tuple(str(part) for part in error["loc"]) for error in problem["errors"]]
+    assert any("no_such_column" in "/".join(loc) or "source" in loc for loc in locations)
+    assert len(problem["errors"]) >= 2
+    assert stack.api("GET", f"/migrations/{migration_id}/mapping")["draft"] == draft
+    run_sync(stack.host.client().terminate(migration_id, "test done"))
+
+
+def test_a_schema_plan_over_the_licence_is_refused_before_anything_is_built(stack_and_bundle):
+    stack, bundle = stack_and_bundle
+    stack.emulator.reset()
+    migration_id = _started(stack, bundle)
+    draft = stack.api("GET", f"/migrations/{migration_id}/mapping")["draft"]
+    recall = next(t for t in draft["tables"] if t["name"] == "recall")
+    # Seven more custom tables on top of the default nine: over Sales Professional's 15.
+    for number in range(2, 9):
+        extra = copy.deepcopy(recall)
+        extra.update(name=f"recall_copy{number}", target_table=f"bw_recalltask{number}",
+                     schema_name=f"bw_RecallTask{number}", display_name=f"Recall Task {number}",
+                     display_collection_name=f"Recall Tasks {number}")
+        extra["key"] = {**extra["key"], "prefix": "R" + "ABCDEFGH"[number - 1]}
+        draft["tables"].append(extra)
+    response = _put(stack, migration_id, draft)
+    assert response.status_code == 200, response.text[:500]
+    stack.api("POST", f"/migrations/{migration_id}/mapping/approve")
+    wait_for_stage(stack, migration_id, {"awaiting_schema_approval"})
+    plan = stack.api("GET", f"/migrations/{migration_id}/schema-plan")
+    assert plan["report"]["custom_table_count"] == 16 and plan["report"]["fits_licence"] is False
+    assert "licence_exceeded" in {p["code"] for p in plan["report"]["problems"]}
+    refused = stack.host.http().post(f"/api/migrations/{migration_id}/schema-plan/approve", json={},
+                                     headers={"x-ms-client-principal": OPERATOR})
+    assert refused.status_code == 422
+    assert refused.json()["type"].endswith("/schema_plan_refused")
+    assert "custom tables" in refused.json()["detail"]
+    assert [name for name in stack.emulator.dump()["entities"] if name.startswith("bw_")] == []
+    run_sync(stack.host.client().terminate(migration_id, "test done"))
