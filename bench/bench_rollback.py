@@ -5,19 +5,23 @@ Migrates N patients (agent bundle -> API -> host -> emulator), then times throug
 2. the rollback (journal rows undone per second), and checks the emulator's records match the dump
    taken before the migration.
 
-    .venv/bin/python -m bench.bench_rollback [--patients 25]
+    .venv/bin/python -m bench.bench_rollback [--patients 25] [--screenshot docs/sample-diff.png]
+
+`--screenshot` also renders the sample diff's HTML report (from the API) in headless Chromium.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from agent.extract import extract
 from agent.synth import synthesize
-from devtools.stack import drive_migration, local_stack, users_for_practice
+from devtools.stack import OPERATOR, drive_migration, local_stack, users_for_practice
 
 
 def _wait(stack, instance: str, timeout: float = 1800) -> dict:
@@ -30,9 +34,23 @@ def _wait(stack, instance: str, timeout: float = 1800) -> dict:
     raise TimeoutError(instance)
 
 
+def _screenshot(stack, mid: str, work: Path, out: Path) -> None:
+    page = stack.host.http().get(f"/api/migrations/{mid}/sample/diff", params={"format": "html"},
+                                 headers={"x-ms-client-principal": OPERATOR})
+    page.raise_for_status()
+    html = work / "diff.html"
+    html.write_text(page.text, encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    chromium = shutil.which("chromium") or "chromium"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={work / 'profile'}",
+                    f"--screenshot={out}", "--window-size=1100,1000", html.as_uri()], check=True,
+                   capture_output=True, timeout=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--patients", type=int, default=25)
+    parser.add_argument("--screenshot", type=Path, default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -52,6 +70,8 @@ def main() -> None:
             _wait(stack, f"{mid}:sample-diff")
             diffed = time.monotonic() - started
             diff = stack.api("GET", f"/migrations/{mid}/sample/diff")
+            if args.screenshot:
+                _screenshot(stack, mid, work, args.screenshot.resolve())
 
             started = time.monotonic()
             stack.api("POST", f"/migrations/{mid}/rollback", json={})

@@ -35,7 +35,13 @@ from .engine import (
     TaskHub,
     UnknownOrchestrator,
 )
-from .functions import FunctionIndex, HttpFunction, MethodNotAllowed, TimerFunction, call_function, timer_request
+from .functions import (
+    FunctionIndex,
+    MethodNotAllowed,
+    TimerFunction,
+    call_function,
+    timer_request,
+)
 from .protocol import HistoryEventType, format_time
 
 log = logging.getLogger("devhost")

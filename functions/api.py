@@ -326,7 +326,7 @@ async def put_mapping(req: func.HttpRequest) -> func.HttpResponse:
         spec = mapping.save_draft(runtime(), migration, data)
     except MappingInvalid as exc:
         return problem(422, "mapping_invalid", "The field map is invalid", exc.message,
-                       errors=exc.attrs.get("errors"))
+                       errors=exc.errors)
     return json_response(SavedMapping(version=spec.version, content_hash=spec.content_hash()))
 
 

@@ -134,20 +134,24 @@ def load_table_orchestrator(context: df.DurableOrchestrationContext):
 
 @bp.orchestration_trigger(context_name="context", orchestration=names.ROLLBACK_ORCHESTRATOR)
 def rollback_orchestrator(context: df.DurableOrchestrationContext):
-    """Undo a migration from its journal: one table at a time, children before parents (the plan's
-    order), then a verification of the destination against the journal. Each step skips what an
-    earlier (interrupted) attempt already undid, so a restart simply carries on."""
+    """Undo a migration from its journal: group after group of tables, children before parents (the
+    tables of one group at once), then a verification of the destination against the journal. Each
+    step skips what an earlier (interrupted) attempt already undid, so a restart simply carries on."""
     job = context.get_input()
     ref = {"migration_id": job["migration_id"], "tenant_id": job["tenant_id"]}
     _status(context, "rollback_planning")
     plan = yield context.call_activity_with_retry(names.PLAN_ROLLBACK, ACTIVITY_RETRY, ref)
     totals: dict[str, int] = {}
-    for number, table in enumerate(plan["steps"], start=1):
-        _status(context, "rollback", step=number, steps=len(plan["steps"]), table=table, counts=totals)
-        result = yield context.call_activity_with_retry(
-            names.ROLLBACK_TABLE, ACTIVITY_RETRY, {**ref, "table": table, "policy": job.get("policy") or {}})
-        for key, value in result["counts"].items():
-            totals[key] = totals.get(key, 0) + value
+    for number, group in enumerate(plan["steps"], start=1):
+        _status(context, "rollback", step=number, steps=len(plan["steps"]), tables=group, counts=totals)
+        results = yield context.task_all([
+            context.call_activity_with_retry(names.ROLLBACK_TABLE, ACTIVITY_RETRY,
+                                             {**ref, "table": table, "policy": job.get("policy") or {}})
+            for table in group
+        ])
+        for result in results:
+            for key, value in result["counts"].items():
+                totals[key] = totals.get(key, 0) + value
     _status(context, "rollback_verification", counts=totals)
     verification = yield context.call_activity_with_retry(names.VERIFY_ROLLBACK, ACTIVITY_RETRY, ref)
     stage = "rolled_back" if verification["verified"] else "rollback_incomplete"

@@ -23,7 +23,6 @@ from shared.dataverse.writer import BulkWriter, TableTarget, WriteRow
 from shared.dentrix.reader import BundleReader, LoadedRow, QuarantinedRow
 from shared.mapping.graph import plan_loads
 from shared.mapping.rows import (
-    child_tables,
     create_only_columns,
     final_state,
     index_children,

@@ -13,8 +13,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shared.mapping.proposer import DiscoveryFacts, propose, source_contract_for, max_lengths_for
-from shared.mapping.spec import ApprovedMapping, MappingSpec, approve, default_mapping, load_approved, parse_mapping
+from shared.mapping.proposer import DiscoveryFacts, max_lengths_for, propose, source_contract_for
+from shared.mapping.spec import (
+    ApprovedMapping,
+    MappingSpec,
+    approve,
+    default_mapping,
+    load_approved,
+    parse_mapping,
+)
 from shared.runtime import Runtime
 from shared.state.migrations import Migration
 

@@ -4,7 +4,7 @@ Steps (the orchestrator runs them in this order, one activity each, see `plan_ro
   1. attachment maps: SharePoint files the migration uploaded (journal target_table "sharepoint",
      target_id = Graph item id, code = the contact's document location id), the contact folders they
      leave empty, those document locations; notes (target_table "annotation") are plain deletes;
-  2. record maps in the reverse order of the load waves (children before parents): records the
+  2. record maps in the load's dependency order turned around (children before parents): records the
      migration created (origin "created") are deleted; pre-existing records it updated (origin
      "preexisting") get their before-image written back;
   3. `verify_rollback`: every journaled created record is gone unless it was deliberately kept.
@@ -35,6 +35,7 @@ from shared.dataverse.client import DataverseClient, odata_literal
 from shared.dataverse.schema import read_table
 from shared.errors import DataverseRecordRejected, SharePointRequestFailed
 from shared.mapping.graph import plan_loads
+from shared.mapping.spec import MappingSpec
 from shared.pipeline.mapping import approved_mapping
 from shared.pipeline.target import dataverse_client
 from shared.runtime import Runtime
@@ -65,8 +66,9 @@ class RollbackPolicy(BaseModel):
 
 
 class RollbackPlanInfo(BaseModel):
-    steps: list[str]
-    """Journal tables (map names) in the order they are undone."""
+    steps: list[list[str]]
+    """Groups of journal tables (map names), undone group after group; the tables of one group have no
+    lookup between them (one load wave) and may be undone at the same time."""
     records: int
     """Journal rows with something to undo (created or pre-existing, not yet undone)."""
 
@@ -141,6 +143,32 @@ def _to_undo(entry: JournalEntry) -> bool:
     return entry.origin == "created" or (entry.origin == "preexisting" and bool(entry.target_id))
 
 
+def _deletion_groups(spec: MappingSpec) -> list[list[str]]:
+    """The load's dependencies turned around: groups of maps, each group's records pointing at none
+    left in later groups. An update map writes into its key parent's records (insurance fields on the
+    patient's contact), so its lookups count as the parent's: the carrier goes after the contacts."""
+    plan = plan_loads(spec)
+    names = [name for wave in plan.waves for name in wave]
+
+    def owner(name: str) -> str:
+        table_map = spec.table(name)
+        return table_map.key.parent if table_map.action == "update" and table_map.key.parent else name
+
+    children: dict[str, set[str]] = {name: set() for name in names}  # parent -> maps pointing at it
+    for child, parent in plan.edges:
+        if owner(child) != parent and parent in children:
+            children[parent].add(owner(child))
+    groups: list[list[str]] = []
+    left = set(names)
+    while left:
+        ready = sorted(n for n in left if not (children[n] & left))
+        if not ready:  # a cycle the load broke with a second pass: the rest goes together
+            ready = sorted(left)
+        groups.append(ready)
+        left -= set(ready)
+    return groups
+
+
 def plan_rollback(rt: Runtime, migration: Migration) -> RollbackPlanInfo:
     """Attachment maps first, then the load waves reversed, then any other journaled map."""
     spec = approved_mapping(rt, migration).spec
@@ -150,12 +178,12 @@ def plan_rollback(rt: Runtime, migration: Migration) -> RollbackPlanInfo:
         if _to_undo(entry):
             journaled[entry.table] += 1
     attachments = sorted(t.name for t in spec.enabled_tables() if t.action == "attachment")
-    waves = [sorted(wave) for wave in reversed(plan_loads(spec).waves)]
-    order = [*attachments, *(name for wave in waves for name in wave)]
+    waves = _deletion_groups(spec)
+    ordered = {name for group in [attachments, *waves] for name in group}
     # A map outside the waves (none today) goes first: whatever points at it has to go before it anyway.
-    others = sorted(t for t in journaled if t not in order)
-    steps = [name for name in [*others, *order] if name in journaled]
-    return RollbackPlanInfo(steps=steps, records=sum(journaled.values()))
+    others = sorted(t for t in journaled if t not in ordered)
+    groups = [[name for name in group if name in journaled] for group in [others, attachments, *waves]]
+    return RollbackPlanInfo(steps=[group for group in groups if group], records=sum(journaled.values()))
 
 
 # -- one step ------------------------------------------------------------------------------------------------

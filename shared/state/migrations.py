@@ -7,9 +7,9 @@ tenant's migrations: another tenant's id simply does not exist for it.
 from __future__ import annotations
 
 import uuid
-from urllib.parse import quote
 from datetime import UTC, datetime
 from typing import Literal
+from urllib.parse import quote
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -122,6 +124,29 @@ def test_a_clean_sample_matches_every_field_and_the_html_report_says_so(migrated
     assert page.headers["content-type"].startswith("text/html")
     assert f'<span id="fields-checked">{diff["fields_checked"]}</span>' in page.text
     assert '<span id="match-rate">100.00%</span>' in page.text
+
+
+def test_the_html_report_renders_in_headless_chromium_with_its_summary_numbers(migrated: Migrated,
+                                                                                tmp_path: Path):
+    diff = migrated.stack.api("GET", f"/migrations/{migrated.migration_id}/sample/diff")
+    page = _get_text(migrated.stack, f"/migrations/{migrated.migration_id}/sample/diff", format="html")
+    assert page.status_code == 200
+    file = tmp_path / "diff.html"
+    file.write_text(page.text, encoding="utf-8")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium package is needed: apt-get install chromium"
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--dump-dom", file.as_uri()], capture_output=True, text=True, timeout=90,
+                         check=True).stdout
+    assert f'<span id="patients">{diff["patients"]}</span>' in dom
+    assert f'<span id="fields-checked">{diff["fields_checked"]}</span>' in dom
+    assert f'<span id="fields-matched">{diff["fields_matched"]}</span>' in dom
+    assert '<span id="mismatch-count">0</span>' in dom
+    shot = tmp_path / "diff.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1100,900", file.as_uri()],
+                   capture_output=True, timeout=90, check=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_sample_diff_reports_exactly_the_injected_error(migrated: Migrated):
