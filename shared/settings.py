@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     key_vault_uri: str | None = None
     """The app's Key Vault (customer secrets, if any are ever accepted, go there only)."""
 
+    note_attachment_limit: int = Field(default=5_242_880, ge=1)
+    """Largest note attachment as Base64 (the environment's `maxuploadfilesize`; 5 MB by default, an
+    admin may raise it to 128 MB). Larger files are listed as skipped `too_large`, never dropped silently."""
+
     upload_sas_hours: float = Field(default=24.0, gt=0, le=24.0)
     """Lifetime of the agent's write-only upload SAS (at most 24 hours; renewable through the API)."""
 

@@ -30,8 +30,6 @@ from shared.state.migrations import Migration
 
 log = logging.getLogger("bridgework.attachments")
 
-NOTE_ATTACHMENT_LIMIT = 5 * 1024 * 1024
-"""Dataverse's default maximum note attachment (`maxuploadfilesize`, 5 MB; an admin can raise it)."""
 SHAREPOINT_FILE_LIMIT = 250 * 1024 * 1024 * 1024
 """SharePoint Online's largest file (250 GB)."""
 
@@ -97,7 +95,7 @@ async def copy_attachments(rt: Runtime, migration: Migration, part: int) -> Atta
 
     sizes = {entry.sha256: entry.bytes for entry in reader.manifest.files}
     to_notes = migration.target.attachments == "notes" or not migration.target.sharepoint_site
-    limit = NOTE_ATTACHMENT_LIMIT if to_notes else SHAREPOINT_FILE_LIMIT
+    limit = rt.settings.note_attachment_limit if to_notes else SHAREPOINT_FILE_LIMIT
     async with dataverse_client(rt, migration) as dv:
         graph: GraphClient | None = None
         library: LibraryTarget | None = None
@@ -125,6 +123,8 @@ async def copy_attachments(rt: Runtime, migration: Migration, part: int) -> Atta
                             reason="the document names no file or no patient")
                     continue
                 size = sizes.get(digest, 0)
+                if to_notes:  # the note limit applies to the Base64 text Dataverse stores
+                    size = 4 * ((size + 2) // 3)
                 if size > limit:
                     journal(sid, "skipped", code="too_large",
                             reason=f"{size} bytes is over the destination's limit of {limit} bytes")

@@ -14,6 +14,7 @@ from agent.extract import extract
 from agent.synth import synthesize
 from devhost.testing import run_sync
 from devtools import azurite
+from shared.dentrix.reader import BundleReader
 from devtools.stack import OPERATOR, LocalStack, _Quiet, local_stack, target_for, users_for_practice, wait_for_stage
 
 
@@ -92,3 +93,44 @@ def test_a_schema_plan_over_the_licence_is_refused_before_anything_is_built(stac
     assert "custom tables" in refused.json()["detail"]
     assert [name for name in stack.emulator.dump()["entities"] if name.startswith("bw_")] == []
     run_sync(stack.host.client().terminate(migration_id, "test done"))
+
+
+def test_an_approval_that_never_comes_times_out_with_a_clear_status(stack_and_bundle):
+    stack, bundle = stack_and_bundle
+    from agent.upload import upload_bundle
+
+    created = stack.api("POST", "/migrations", json={"name": "unattended", "target": target_for(stack),
+                                                      "approval_timeout_hours": 0.001})  # 3.6 s
+    migration_id = created["migration"]["migration_id"]
+    upload = upload_bundle(bundle, created["upload"]["upload_url"], progress=_Quiet())
+    stack.api("POST", f"/migrations/{migration_id}/start", json={"bundle_id": upload.prefix.split("/")[1]})
+    view = wait_for_stage(stack, migration_id, {"mapping_approval_timed_out"}, timeout=120)
+    assert view["custom_status"]["stage"] == "mapping_approval_timed_out"
+    assert stack.host.wait_for(migration_id)["runtimeStatus"] == "Completed"
+    assert ("mapping", "timed_out") in {(p["stage"], p["status"]) for p in view["progress"]}
+
+
+def test_attachments_can_go_to_notes_and_files_over_the_limit_are_listed_not_dropped(stack_and_bundle):
+    from devtools.stack import drive_migration
+
+    stack, bundle = stack_and_bundle
+    stack.emulator.reset()
+    files = sorted(4 * ((entry.bytes + 2) // 3) for entry in BundleReader.from_directory(bundle).manifest.files)
+    limit = files[len(files) // 2]  # as Base64, about half the files are over it
+    try:
+        # The host runs in its own process: it reads the limit from the environment of a new host.
+        stack.host.stop()
+        stack.host.extra_env["BRIDGEWORK_NOTE_ATTACHMENT_LIMIT"] = str(limit)
+        stack.host.start()
+        result = drive_migration(stack, bundle, target=target_for(stack, attachments="notes"), timeout=300)
+    finally:
+        stack.host.stop()
+        stack.host.extra_env.pop("BRIDGEWORK_NOTE_ATTACHMENT_LIMIT", None)
+        stack.host.start()
+    document = next(m for m in result["report"]["maps"] if m["map"] == "document")
+    over = sum(1 for size in files if size > limit)
+    assert document["reasons"].get("too_large") == over > 0
+    assert document["actions"]["created"] == len(files) - over
+    notes = [row for row in stack.emulator.rows("annotation").values() if row.get("isdocument")]
+    assert len(notes) == len(files) - over
+    assert result["report"]["unaccounted"] == {}
