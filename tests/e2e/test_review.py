@@ -14,8 +14,16 @@ from agent.extract import extract
 from agent.synth import synthesize
 from devhost.testing import run_sync
 from devtools import azurite
+from devtools.stack import (
+    OPERATOR,
+    LocalStack,
+    _Quiet,
+    local_stack,
+    target_for,
+    users_for_practice,
+    wait_for_stage,
+)
 from shared.dentrix.reader import BundleReader
-from devtools.stack import OPERATOR, LocalStack, _Quiet, local_stack, target_for, users_for_practice, wait_for_stage
 
 
 @pytest.fixture(scope="module")
