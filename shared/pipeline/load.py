@@ -168,9 +168,8 @@ def _parent_ids(reader: BundleReader, spec: MappingSpec) -> dict[str, set[str]]:
 def _children_for(reader: BundleReader, table_map: TableMap, parent_ids: set[str]
                   ) -> dict[tuple[str, str], dict[str, list[Mapping[str, Any]]]]:
     """Child rows of this part's parents only (treatment-plan lines of these plans, for example)."""
-    wanted = {pair for pair in child_tables_of(table_map)}
     out: dict[tuple[str, str], dict[str, list[Mapping[str, Any]]]] = {}
-    for child_table, parent_column in wanted:
+    for child_table, parent_column in sorted(child_tables_of(table_map)):
         rows = [item.row.model_dump() for item in reader.iter_table(child_table)
                 if isinstance(item, LoadedRow) and str(getattr(item.row, parent_column, None)) in parent_ids]
         out[(child_table, parent_column)] = index_children(rows, parent_column)

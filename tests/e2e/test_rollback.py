@@ -85,6 +85,14 @@ def test_the_audit_log_counts_equal_the_final_report_and_its_blob_copy(migrated:
     report = {(m["map"], action): n for m in migrated.result["report"]["maps"] for action, n in m["actions"].items()}
     assert dict(audit) == report
     assert sum(audit.values()) > 500
+    # ... and the load's progress counters (one row per batch of a map).
+    progress: Counter[tuple[str, str]] = Counter()
+    for row in migrated.stack.api("GET", f"/migrations/{migrated.migration_id}")["progress"]:
+        if row["stage"].startswith("load:"):
+            table = row["stage"][len("load:"):].rsplit("/", 1)[0]
+            progress.update({(table, action): n for action, n in row["counts"].items()})
+    loaded = {key: n for key, n in audit.items() if key[0] in {t for t, _ in progress}}
+    assert dict(progress) == loaded and len(loaded) > 10
     stored = migrated.rt.artifacts.get_bytes(migrated.migration_id, AUDIT_CSV).decode()
     assert _csv(stored) == rows
 
