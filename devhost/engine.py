@@ -165,11 +165,15 @@ class Instance:
     retries: dict[str, dict[str, Any]] = field(default_factory=dict)  # attempt/timer id -> retry group
     history: list[dict] = field(default_factory=list)
     persisted_events: int = 0
+    committed_events: int = 0
+    """History length the instance row vouches for: rows past it belong to an episode that did not
+    finish persisting (the host died mid-way) and are ignored, then overwritten when it repeats."""
 
     def to_entity(self) -> dict[str, Any]:
         state = {
             "generation": self.generation,
             "next_seq": self.next_seq,
+            "history_length": len(self.history),
             "actions": self.actions,
             "action_ids": self.action_ids,
             "retries": self.retries,
@@ -207,6 +211,7 @@ class Instance:
             parent_generation=state["parent_generation"],
             generation=state["generation"],
             next_seq=state["next_seq"],
+            committed_events=state.get("history_length", 0),
             actions=state["actions"],
             action_ids=state["action_ids"],
             retries=state["retries"],
@@ -269,7 +274,7 @@ class TaskHub:
         self._idle = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._threads = ThreadPoolExecutor(max_workers=max_activities, thread_name_prefix="activity")
-        self._known_instances: set[str] = set()
+        self._reported_waits: set[str] = set()
         self.binding_factory: Callable[[], str] | None = None
 
     # Life cycle ---------------------------------------------------------------------------------
@@ -368,7 +373,6 @@ class TaskHub:
         await self.store.delete_instance(instance_id)
         self._instances.pop(instance_id, None)
         self._messages.pop(instance_id, None)
-        self._known_instances.discard(instance_id)
         log.info("instance %s: purged", instance_id)
         return True
 
@@ -397,10 +401,12 @@ class TaskHub:
         if row is None:
             return None
         instance = Instance.from_entity(row)
-        instance.history = await self.store.load_history(instance_id, instance.generation)
+        history = await self.store.load_history(instance_id, instance.generation)
+        instance.history = history[: instance.committed_events]
         instance.persisted_events = len(instance.history)
-        self._instances[instance_id] = instance
-        return instance
+        # Two loads may race (an episode and a status request): the first one cached wins, or a
+        # later episode would run on a copy that misses the events the first one appended.
+        return self._instances.setdefault(instance_id, instance)
 
     async def _create_instance(
         self,
@@ -437,12 +443,19 @@ class TaskHub:
         self._remember_message(message)
         self._schedule_due(message.instance_id)
 
-    def _schedule_due(self, instance_id: str) -> None:
+    def _schedule_due(self, instance_id: str, future_only: bool = False) -> None:
         messages = self._messages.get(instance_id)
         if not messages:
             return
+        now = self.clock.now()
+        if future_only:
+            later = [message.due for message in messages.values() if message.due > now]
+            if later:
+                heapq.heappush(self._timers, (min(later), instance_id))
+                self._wake_timers.set()
+            return
         earliest = min(message.due for message in messages.values())
-        if earliest <= self.clock.now():
+        if earliest <= now:
             self._mark_ready(instance_id)
         else:
             heapq.heappush(self._timers, (earliest, instance_id))
@@ -474,8 +487,9 @@ class TaskHub:
             instance_id = await self._ready.get()
             self._queued.discard(instance_id)
             self._busy.add(instance_id)
+            progressed = True
             try:
-                await self._process(instance_id)
+                progressed = await self._process(instance_id)
             except Exception as exc:
                 # A storage failure mid-episode (Azurite reset a connection, say). Forget what this
                 # episode changed in memory and replay from what storage holds, exactly as after a
@@ -490,41 +504,56 @@ class TaskHub:
                 if instance_id in self._again:
                     self._again.discard(instance_id)
                     self._mark_ready(instance_id)
-                else:
+                elif progressed:
                     self._schedule_due(instance_id)
+                else:
+                    # Nothing could be delivered: wait for a new message or a timer rather than
+                    # spinning on the same undeliverable ones.
+                    self._schedule_due(instance_id, future_only=True)
+            await asyncio.sleep(0)  # let activities and HTTP run between episodes
 
     async def _drop(self, messages: list[Message]) -> None:
         for message in messages:
             await self.store.delete_row("messages", message.instance_id, message.message_id)
             self._messages.get(message.instance_id, {}).pop(message.message_id, None)
 
-    async def _process(self, instance_id: str) -> None:
+    async def _process(self, instance_id: str) -> bool:
+        """Run the instance's next episode if any message can be delivered; True if anything moved."""
         now = self.clock.now()
         pending = sorted(
             (m for m in self._messages.get(instance_id, {}).values() if m.due <= now),
             key=lambda m: (m.due, m.message_id),
         )
         if not pending:
-            return
+            return False
         instance = await self._load(instance_id)
         if instance is None:
             await self._drop(pending)
-            return
+            return True
         terminate = next((m for m in pending if m.kind == "terminate"), None)
         if terminate is not None and instance.status in RUNNING_STATES:
             await self._terminate_now(instance, terminate.payload.get("reason", ""))
             await self._drop(pending)
-            return
+            return True
         if instance.status in TERMINAL_STATES:
             await self._drop(pending)
-            return
+            return True
 
         delivered, stale, allocating = self._choose_deliveries(instance, pending)
         if stale:
             await self._drop(stale)
         if not delivered:
-            return
+            waiting = len(pending) - len(stale)
+            if waiting and instance.history and instance_id not in self._reported_waits:
+                # Completions for tasks the history does not schedule: only a torn write could do
+                # this. Say so once, with counts, so an operator can look.
+                self._reported_waits.add(instance_id)
+                log.warning("instance %s: %d events wait for tasks its history does not schedule",
+                            instance_id, waiting)
+            return bool(stale)
+        self._reported_waits.discard(instance_id)
         await self._run_episode(instance, delivered, allocating)
+        return True
 
     def _choose_deliveries(
         self, instance: Instance, pending: list[Message]
