@@ -73,17 +73,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the migration did not complete: {view.get('custom_status')}; see {DEMO_DIR / 'stack' / 'host.log'}")
         return 1
     print()
-    print(f"{'map':<22}{'source':>8}{'created':>9}{'updated':>9}{'same':>6}{'skip':>6}{'quar.':>7}"
+    print(f"{'map':<28}{'source':>8}{'created':>9}{'updated':>9}{'same':>6}{'skip':>6}{'quar.':>7}"
           f"{'failed':>8}  target table (records read back)")
+    print(f"{'':<28}{'rows':>8}  (source rows are the whole source table, which several maps may share)")
     for outcome in report["maps"]:
         actions = outcome["actions"]
         rows = report["source_rows"].get(outcome["source_table"], 0)
         target = "sharepoint" if outcome["map"] == "document" and "sharepoint" in targets else outcome["target_table"]
-        print(f"{outcome['map']:<22}{rows:>8}{actions.get('created', 0):>9}{actions.get('updated', 0):>9}"
+        print(f"{outcome['map']:<28}{rows:>8}{actions.get('created', 0):>9}{actions.get('updated', 0):>9}"
               f"{actions.get('unchanged', 0):>6}{actions.get('skipped', 0):>6}{actions.get('quarantined', 0):>7}"
               f"{actions.get('failed', 0):>8}  {target} ({targets.get(target, 0)})")
         for code, count in sorted(outcome["reasons"].items()):
-            print(f"{'':<24}{count} x {code}")
+            print(f"{'':<30}{count} x {code}")
     unaccounted = report["unaccounted"]
     print()
     print(f"reports     GET /api/migrations/{result['migration_id']}/report (also Blob "
