@@ -171,14 +171,19 @@ def test_owners_create_dates_guarantors_dual_coverage_and_appointment_parties(mi
             linked += 1
     assert linked > 0
 
-    # Dual coverage: contacts with a secondary insurance carry two different carrier lookups.
-    carrier_columns = [c for c in next(iter(contacts.values())) if "carrier" in c] or \
-        sorted({c for contact in contacts.values() for c in contact if "carrier" in c})
-    dual = [c for c in contacts.values() if sum(1 for col in carrier_columns if c.get(col)) >= 2]
-    assert dual, "the synthetic practice has dual coverage"
-    for contact in dual:
-        values = [contact[col] for col in carrier_columns if contact.get(col)]
-        assert len(set(values)) >= 1 and all(v.startswith("bw_insurancecarrier:") for v in values)
+    # Dual coverage: every patient with a secondary (rank 2) coverage has both carrier lookups, each
+    # pointing at a migrated carrier; the others have no secondary carrier.
+    secondary = {str(r["patient_id"]) for r in iter_source_rows(migrated.practice, "patient_insurance")
+                 if int(r.get("rank") or 0) == 2}
+    assert secondary, "the synthetic practice has dual coverage"
+    for key, contact in contacts.items():
+        if not key.startswith("contact:P-"):
+            continue
+        has_secondary = key.removeprefix("contact:P-") in secondary
+        assert bool(contact.get("bw_secondarycarrierid")) == has_secondary, key
+        if has_secondary:
+            assert contact["bw_primarycarrierid"].startswith("bw_insurancecarrier:")
+            assert contact["bw_secondarycarrierid"].startswith("bw_insurancecarrier:")
 
     # Appointment parties: each patient appointment has its patient's contact as a party.
     parties = canonical.get("activityparty", {})
