@@ -20,9 +20,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from agent.extract import extract
-from agent.synth import synthesize
-from devtools.stack import drive_migration, local_stack, users_for_practice
+from devtools.stack import drive_migration, practice_stack, synthetic_practice
+from shared.dentrix.reader import BundleReader
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / ".demo"
 
@@ -53,16 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     DEMO_DIR.mkdir(parents=True)
-    practice = DEMO_DIR / "practice.db"
-    synth = synthesize(practice, args.patients, args.seed)
-    print(f"practice    {args.patients} patients, {sum(synth.rows.values())} source rows, {synth.files} files")
-    bundle = extract(str(practice), DEMO_DIR / "bundle", files_root=synth.files_root)
-    print(f"bundle      {bundle.bundle_id}: {sum(bundle.rows.values())} rows in {len(bundle.rows)} tables, "
-          f"{bundle.files} files, {len(bundle.warnings)} warning kinds")
+    practice, bundle = synthetic_practice(DEMO_DIR, args.patients, args.seed)
+    manifest = BundleReader.from_directory(bundle).manifest
+    print(f"practice    {args.patients} patients synthesised; bundle {manifest.bundle_id}: "
+          f"{sum(t.rows for t in manifest.tables)} rows in {len(manifest.tables)} tables, {len(manifest.files)} files")
 
-    with local_stack(DEMO_DIR / "stack", emulator_config={"users": users_for_practice(practice)}) as stack:
+    with practice_stack(DEMO_DIR, practice) as stack:
         print(f"services    azurite, emulator {stack.emulator.base_url}, local host {stack.host.url}")
-        result = drive_migration(stack, bundle.bundle_dir, name="demo practice", on_progress=_progress)
+        result = drive_migration(stack, bundle, name="demo practice", on_progress=_progress)
         targets = _target_counts(stack.emulator.dump())
 
     view = result["view"]

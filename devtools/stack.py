@@ -19,10 +19,13 @@ from typing import Any
 
 import httpx
 
+from agent.extract import extract
+from agent.synth import synthesize
 from agent.upload import upload_bundle
 from devhost.testing import RunningHost, run_host
 from devtools import azurite
 from emulator.testing import RunningEmulator, run_emulator
+from shared.dentrix.manifest import DEFAULT_PART_ROWS
 from shared.identity import principal_header
 
 OFFICE_MANAGER = "00000000-0000-0000-0000-0000000007ff"
@@ -89,6 +92,22 @@ def users_for_practice(database: Path) -> list[dict[str, Any]]:
     return users
 
 
+def synthetic_practice(work_dir: Path, patients: int, seed: int, *, part_rows: int = DEFAULT_PART_ROWS
+                       ) -> tuple[Path, Path]:
+    """Synthesise a practice in `work_dir` and extract its bundle: (practice database, bundle folder)."""
+    practice = work_dir / "practice.db"
+    synth = synthesize(practice, patients, seed)
+    bundle = extract(str(practice), work_dir / "bundle", files_root=synth.files_root, part_rows=part_rows)
+    return practice, bundle.bundle_dir
+
+
+def practice_stack(work_dir: Path, practice: Path, storage: azurite.AzuriteProcess | None = None,
+                   **options: Any) -> contextlib.AbstractContextManager[LocalStack]:
+    """The local stack with the emulator's Dynamics users set up for this practice's providers."""
+    return local_stack(work_dir / "stack", storage=storage,
+                       emulator_config={"users": users_for_practice(practice)}, **options)
+
+
 def target_for(stack: LocalStack, **overrides: Any) -> dict[str, Any]:
     """The migration's target: the emulator's environment and SharePoint site."""
     site = stack.emulator.config.sharepoint
@@ -124,7 +143,7 @@ def wait_for_stage(stack: LocalStack, migration_id: str, stages: set[str], timeo
     raise TimeoutError(f"migration {migration_id} did not reach {sorted(stages)} in {timeout:.0f} s")
 
 
-class _Quiet:
+class QuietProgress:
     """Upload progress for a script that reports on its own."""
 
     def advance(self) -> None:
@@ -134,15 +153,23 @@ class _Quiet:
         pass
 
 
+def create_and_start(stack: LocalStack, bundle_dir: Path, *, name: str = "practice",
+                     target: dict[str, Any] | None = None, **options: Any) -> tuple[str, str]:
+    """Create a migration, upload the bundle with the SAS the API returned, and start it, as a user
+    would. Returns (migration id, bundle id). `options` go into the create request."""
+    created = stack.api("POST", "/migrations", json={"name": name, "target": target or target_for(stack), **options})
+    migration_id = created["migration"]["migration_id"]
+    upload = upload_bundle(bundle_dir, created["upload"]["upload_url"], progress=QuietProgress())
+    bundle_id = upload.prefix.rstrip("/").split("/")[-1]
+    stack.api("POST", f"/migrations/{migration_id}/start", json={"bundle_id": bundle_id})
+    return migration_id, bundle_id
+
+
 def drive_migration(stack: LocalStack, bundle_dir: Path, *, name: str = "practice",
                     target: dict[str, Any] | None = None, timeout: float = 600,
                     on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run one migration through the API as a user would; returns the final view and report."""
-    created = stack.api("POST", "/migrations", json={"name": name, "target": target or target_for(stack)})
-    migration_id = created["migration"]["migration_id"]
-    upload = upload_bundle(bundle_dir, created["upload"]["upload_url"], progress=_Quiet())
-    bundle_id = upload.prefix.rstrip("/").split("/")[-1]
-    stack.api("POST", f"/migrations/{migration_id}/start", json={"bundle_id": bundle_id})
+    migration_id, bundle_id = create_and_start(stack, bundle_dir, name=name, target=target)
     view = wait_for_stage(stack, migration_id, {"awaiting_mapping_approval"}, timeout, on_progress)
     if view.get("runtime_status") != "Running":
         return {"migration_id": migration_id, "view": view}

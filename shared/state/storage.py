@@ -17,25 +17,22 @@ def _credential(settings: Settings):  # type: ignore[no-untyped-def]
     return DefaultAzureCredential()
 
 
+def _client(settings: Settings, kind: type, uri: str | None, setting: str):  # type: ignore[no-untyped-def]
+    if settings.storage_connection_string is not None:
+        return kind.from_connection_string(settings.storage_connection_string.get_secret_value())
+    if uri:
+        return kind(uri, credential=_credential(settings))
+    raise ConfigurationError(
+        f"no storage configured: set AzureWebJobsStorage (a connection string) or "
+        f"AzureWebJobsStorage__{setting} (with a managed identity)"
+    )
+
+
 def table_service(settings: Settings) -> TableServiceClient:
     """The Table service, by connection string (Azurite) or by managed identity (Azure)."""
-    if settings.storage_connection_string is not None:
-        return TableServiceClient.from_connection_string(settings.storage_connection_string.get_secret_value())
-    if settings.table_service_uri:
-        return TableServiceClient(settings.table_service_uri, credential=_credential(settings))
-    raise ConfigurationError(
-        "no Table Storage configured: set AzureWebJobsStorage (a connection string) or "
-        "AzureWebJobsStorage__tableServiceUri (with a managed identity)"
-    )
+    return _client(settings, TableServiceClient, settings.table_service_uri, "tableServiceUri")
 
 
 def blob_service(settings: Settings) -> BlobServiceClient:
     """The Blob service, by connection string (Azurite) or by managed identity (Azure)."""
-    if settings.storage_connection_string is not None:
-        return BlobServiceClient.from_connection_string(settings.storage_connection_string.get_secret_value())
-    if settings.blob_service_uri:
-        return BlobServiceClient(settings.blob_service_uri, credential=_credential(settings))
-    raise ConfigurationError(
-        "no Blob Storage configured: set AzureWebJobsStorage (a connection string) or "
-        "AzureWebJobsStorage__blobServiceUri (with a managed identity)"
-    )
+    return _client(settings, BlobServiceClient, settings.blob_service_uri, "blobServiceUri")

@@ -12,11 +12,10 @@ from typing import Any
 
 import pytest
 
-from agent.extract import extract
-from agent.synth import iter_source_rows, synthesize
+from agent.synth import iter_source_rows
 from devtools import azurite
 from devtools.canonical import canonical_state, now_iso
-from devtools.stack import LocalStack, drive_migration, local_stack, users_for_practice, wait_for_stage
+from devtools.stack import LocalStack, drive_migration, practice_stack, synthetic_practice, wait_for_stage
 from shared.dentrix.reader import BundleReader, LoadedRow
 from shared.mapping.rows import derived_id, make_context, record_key, split_deferred, transform_row
 from shared.mapping.schema_plan import SchemaPlan
@@ -41,14 +40,11 @@ class Migrated:
 @pytest.fixture(scope="module")
 def migrated(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Migrated]:
     work = Path(tmp_path_factory.mktemp("e2e"))
-    practice = work / "practice.db"
-    synth = synthesize(practice, PATIENTS, 11)
-    bundle = extract(str(practice), work / "bundle", files_root=synth.files_root, part_rows=40)
-    with local_stack(work / "stack", storage=azurite,
-                     emulator_config={"users": users_for_practice(practice)}) as stack:
+    practice, bundle = synthetic_practice(work, PATIENTS, 11, part_rows=40)
+    with practice_stack(work, practice, azurite) as stack:
         started = now_iso()
-        result = drive_migration(stack, bundle.bundle_dir, timeout=300)
-        yield Migrated(stack, result, practice, bundle.bundle_dir, started)
+        result = drive_migration(stack, bundle, timeout=300)
+        yield Migrated(stack, result, practice, bundle, started)
 
 
 def _approved(m: Migrated):

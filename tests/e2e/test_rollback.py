@@ -21,10 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.extract import extract
-from agent.synth import synthesize
 from devtools import azurite
-from devtools.stack import OPERATOR, LocalStack, drive_migration, local_stack, users_for_practice
+from devtools.stack import OPERATOR, LocalStack, drive_migration, practice_stack, synthetic_practice
 from shared.pipeline.audit import AUDIT_CSV, COLUMNS
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -51,13 +49,10 @@ class Migrated:
 @pytest.fixture(scope="module")
 def migrated(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Migrated]:
     work = Path(tmp_path_factory.mktemp("rollback"))
-    practice = work / "practice.db"
-    synth = synthesize(practice, PATIENTS, 11)
-    bundle = extract(str(practice), work / "bundle", files_root=synth.files_root, part_rows=40)
-    with local_stack(work / "stack", storage=azurite,
-                     emulator_config={"users": users_for_practice(practice)}) as stack:
+    practice, bundle_dir = synthetic_practice(work, PATIENTS, 11, part_rows=40)
+    with practice_stack(work, practice, azurite) as stack:
         before = stack.emulator.dump()
-        result = drive_migration(stack, bundle.bundle_dir, timeout=300)
+        result = drive_migration(stack, bundle_dir, timeout=300)
         assert result["view"]["runtime_status"] == "Completed"
         yield Migrated(stack, result, before)
 
