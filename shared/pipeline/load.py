@@ -199,13 +199,18 @@ def _target(spec: MappingSpec, table_map: TableMap, context: TransformContext, p
 # -- one batch -----------------------------------------------------------------------------------------
 
 
-async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int) -> BatchInfo:
-    """Load one part of one table map; safe to run twice (upserts by source key, journal by source id)."""
+async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int, *,
+                     bundle_id: str | None = None) -> BatchInfo:
+    """Load one part of one table map; safe to run twice (upserts by source key, journal by source id).
+
+    The rows come from the migration's full bundle, or from `bundle_id` (a delta bundle during cutover);
+    the transform context (reference tables, owners) always comes from the full bundle."""
     mapping = approved_mapping(rt, migration)
     spec = mapping.spec
     table_map = spec.table(map_name)
     reader = open_bundle(rt, migration)
-    batch = f"{map_name}/{part}"
+    rows_reader = open_bundle(rt, migration, bundle_id) if bundle_id else reader
+    batch = f"{map_name}/{part}" if not bundle_id else f"{bundle_id}:{map_name}/{part}"
     counts: dict[str, int] = {}
     entries: list[JournalEntry] = []
 
@@ -218,7 +223,7 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
 
     async with dataverse_client(rt, migration) as client:
         context = await _context(rt, migration, client, reader, spec)
-        items = list(reader.iter_part(table_map.source_table, part))
+        items = list(rows_reader.iter_part(table_map.source_table, part))
         selected: list[LoadedRow] = []
         for item in items:
             if isinstance(item, QuarantinedRow):
