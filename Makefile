@@ -35,3 +35,18 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .demo .devhost
+
+# The longer suite (not part of `make test`): a chaos seed sweep and the property/fuzz tests with the
+# `long` hypothesis profile (chaos); back-to-back migrations and rollbacks with memory and open files
+# sampled (soak, SOAK_MINUTES, default 30). Results under bench/results/.
+SOAK_MINUTES ?= 30
+CHAOS_RUNS ?= 5
+
+.PHONY: chaos soak
+
+chaos: $(STAMP)
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/property tests/chaos -m "long or not long" -q
+	$(PY) -m devtools.chaos --patients 20 --runs $(CHAOS_RUNS)
+
+soak: $(STAMP)
+	$(PY) -m devtools.soak --minutes $(SOAK_MINUTES)

@@ -3,8 +3,8 @@
 import azure.durable_functions as df
 import azure.functions as func
 
-from functions import activities, api, orchestrators
+from functions import activities, api, cutover, orchestrators
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
-for area in (api, orchestrators, activities):
+for area in (api, orchestrators, activities, cutover):
     app.register_functions(area.bp)

@@ -2,6 +2,8 @@
 
 Gzip headers carry no name and mtime 0, so the same rows always give the same bytes and the same
 sha256: a re-extract of unchanged data produces identical parts, which the resumable upload skips.
+The file index (one line per binary, sorted by sha256) is gathered in a temporary SQLite file, not
+in RAM, and written as `files/index-NNNNN.jsonl.gz` parts at the end (FileIndexWriter).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import io
 import json
 import os
 import shutil
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from shared.dentrix.manifest import PartEntry
+from shared.dentrix.manifest import FILE_INDEX_STEM, FileIndex, PartEntry
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
@@ -50,11 +54,13 @@ class _HashingFile(io.RawIOBase):
 
 
 class PartWriter:
-    """Writes `<folder>/<stem>-NNNNN.jsonl.gz` files of at most `part_rows` lines each."""
+    """Writes `tables/<table>/<stem>-NNNNN.jsonl.gz` files of at most `part_rows` lines each
+    (or `<folder>/<stem>-NNNNN.jsonl.gz` when `folder` is given: the file index)."""
 
-    def __init__(self, bundle_dir: Path, table: str, stem: str, part_rows: int) -> None:
+    def __init__(self, bundle_dir: Path, table: str, stem: str, part_rows: int, folder: str | None = None) -> None:
         self.bundle_dir, self.table, self.stem, self.part_rows = bundle_dir, table, stem, part_rows
-        (bundle_dir / "tables" / table).mkdir(parents=True, exist_ok=True)
+        self.folder = folder or f"tables/{table}"
+        (bundle_dir / self.folder).mkdir(parents=True, exist_ok=True)
         self.parts: list[PartEntry] = []
         self._raw: _HashingFile | None = None
         self._gz: gzip.GzipFile | None = None
@@ -62,7 +68,7 @@ class PartWriter:
         self._rows = 0
 
     def _relative(self, index: int) -> str:
-        return f"tables/{self.table}/{self.stem}-{index:05d}.jsonl.gz"
+        return f"{self.folder}/{self.stem}-{index:05d}.jsonl.gz"
 
     def _open(self) -> None:
         self._raw = _HashingFile(self.bundle_dir / self._relative(len(self.parts)))
@@ -125,3 +131,48 @@ def store_file(bundle_dir: Path, source: Path, chunk: int = 1 << 20) -> tuple[st
     else:
         shutil.move(tmp, final)
     return digest, size, head
+
+
+class FileIndexWriter:
+    """The bundle's binaries, gathered in a temporary SQLite file (flat memory whatever their number).
+
+    `add` records a stored binary (content-addressed: a repeat is ignored); `use` marks it as named
+    by a row the bundle ships (a delta stores the files of every document it reads but ships only
+    those of its changed rows); `write` removes the unused binaries from `files/` and writes the
+    used ones, sorted by sha256, as `files/index-NNNNN.jsonl.gz` parts."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.path = Path(workdir) / "file-index.sqlite"
+        self.db = sqlite3.connect(self.path)
+        self.db.execute("PRAGMA journal_mode=OFF")
+        self.db.execute("PRAGMA synchronous=OFF")
+        self.db.execute("CREATE TABLE f (sha TEXT PRIMARY KEY, bytes INTEGER, media TEXT, used INTEGER) WITHOUT ROWID")
+
+    def add(self, sha256: str, size: int, media_type: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO f VALUES (?, ?, ?, 0)", (sha256, size, media_type))
+
+    def use(self, sha256: str) -> None:
+        self.db.execute("UPDATE f SET used = 1 WHERE sha = ? AND used = 0", (sha256,))
+
+    def _rows(self, sql: str) -> Iterator[tuple[Any, ...]]:
+        cursor = self.db.execute(sql)
+        while batch := cursor.fetchmany(1000):
+            yield from batch
+
+    def write(self, bundle_dir: Path, part_rows: int) -> FileIndex:
+        """Drop unused binaries, write the index parts; returns the manifest's `file_index`."""
+        self.db.commit()
+        for (sha,) in self._rows("SELECT sha FROM f WHERE used = 0"):
+            (bundle_dir / "files" / sha).unlink(missing_ok=True)
+        stem_folder, stem = FILE_INDEX_STEM.rsplit("/", 1)
+        writer = PartWriter(bundle_dir, "", stem, part_rows, folder=stem_folder)
+        count = total = 0
+        for sha, size, media in self._rows("SELECT sha, bytes, media FROM f WHERE used = 1 ORDER BY sha"):
+            writer.write({"sha256": sha, "bytes": size, "media_type": media})
+            count += 1
+            total += size
+        return FileIndex(count=count, bytes=total, parts=writer.close(always_one_part=False))
+
+    def close(self) -> None:
+        self.db.close()
+        self.path.unlink(missing_ok=True)

@@ -2,9 +2,10 @@
 
 Streams every registry table with `SELECT * FROM admin.<view>`, normalises each value once
 (shared/dentrix/normalise.py), keeps practice custom columns (typed by inference, reported),
-copies referenced files by content hash, writes each table's full key list with row hashes, and
-writes manifest.json last. Memory stays flat: rows go straight to gzip parts, and the delta's
-comparison index lives in a temporary SQLite file, not in RAM.
+copies referenced files by content hash, writes each table's full key list with row hashes, the
+file index (`files/index-NNNNN.jsonl.gz`, sorted by sha256), and manifest.json last. Memory stays
+flat in rows and in files: rows go straight to gzip parts, and the delta's comparison index and the
+file index live in temporary SQLite files, not in RAM.
 """
 
 from __future__ import annotations
@@ -26,17 +27,17 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent import __version__
-from agent.bundle_writer import PartWriter, dumps_row, store_file
+from agent.bundle_writer import FileIndexWriter, PartWriter, dumps_row, store_file
 from agent.sample_files import sniff_media_type
 from agent.source import Source, open_source
 from shared.dentrix import normalise as n
 from shared.dentrix.manifest import (
     DEFAULT_PART_ROWS,
     MANIFEST_NAME,
+    SUPPORTED_FORMATS,
     BundleWarning,
     ChangeCounts,
     ColumnEntry,
-    FileEntry,
     Manifest,
     TableEntry,
 )
@@ -225,29 +226,31 @@ def extract(
     bundle_id: str | None = None,
     text_encoding: str = "cp1252",
     now: dt.datetime | None = None,
+    index_rows: int | None = None,
 ) -> ExtractInfo:
     """Write a bundle for SOURCE into `out` (created; must be empty or absent).
 
     A delta is written when `base` (the previous bundle folder) is given; `since` overrides the
-    base's watermark. Raises ConfigurationError for a bad time zone, a non-empty output folder,
-    a missing base bundle or an unusable source.
+    base's watermark. `index_rows`: lines per file index part (default `part_rows`). Raises
+    ConfigurationError for a bad time zone, a non-empty output folder, a missing base bundle, a
+    base of another bundle format, or an unusable source.
     """
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigurationError("output folder is not empty: extract into a new folder", code="out_not_empty")
-    if part_rows < 1:
+    if part_rows < 1 or (index_rows is not None and index_rows < 1):
         raise ConfigurationError("part rows must be at least 1", code="bad_part_rows")
     src = open_source(source, text_encoding)
     try:
         return _extract(src, source, out, timezone, money_unit, files_root, part_rows, base, since, bundle_id,
-                        text_encoding, now)
+                        text_encoding, now, index_rows or part_rows)
     finally:
         src.close()
 
 
 def _extract(src: Source, source: str, out: Path, timezone: str | None, money_unit: n.TMoneyUnit,
              files_root: Path | None, part_rows: int, base_dir: Path | None, since: str | None,
-             bundle_id: str | None, text_encoding: str, now: dt.datetime | None) -> ExtractInfo:
+             bundle_id: str | None, text_encoding: str, now: dt.datetime | None, index_rows: int) -> ExtractInfo:
     zone_name = timezone or src.info.time_zone
     if not zone_name:
         raise ConfigurationError("the practice time zone is unknown: pass --timezone (e.g. America/Denver)",
@@ -262,8 +265,18 @@ def _extract(src: Source, source: str, out: Path, timezone: str | None, money_un
     base_manifest: Manifest | None = None
     if base_dir is not None:
         try:
-            base_manifest = Manifest.model_validate_json((Path(base_dir) / MANIFEST_NAME).read_bytes())
+            raw_base = json.loads((Path(base_dir) / MANIFEST_NAME).read_bytes())
         except (OSError, ValueError):
+            raise ConfigurationError("--base is not a readable bundle folder (manifest.json missing or invalid)",
+                                     code="base_invalid") from None
+        found = raw_base.get("format") if isinstance(raw_base, dict) else None
+        if found not in SUPPORTED_FORMATS:
+            raise ConfigurationError(f"--base is bundle format {str(found)[:60]!r}; this agent writes and reads "
+                                     f"{', '.join(SUPPORTED_FORMATS)}: extract a full bundle first, then deltas on it",
+                                     code="base_format_unsupported")
+        try:
+            base_manifest = Manifest.model_validate(raw_base)
+        except ValueError:
             raise ConfigurationError("--base is not a readable bundle folder (manifest.json missing or invalid)",
                                      code="base_invalid") from None
         since = since or base_manifest.watermark
@@ -277,27 +290,26 @@ def _extract(src: Source, source: str, out: Path, timezone: str | None, money_un
         files_root = db_path.with_name(db_path.stem + "-files")
     out.mkdir(parents=True, exist_ok=True)
     warnings = _Warnings()
-    files: dict[str, FileEntry] = {}
     tables: list[TableEntry] = []
-    referenced: set[str] = set()
     practice_ids: list[str] = []
     info = ExtractInfo(out, bundle_id, kind)
     workdir = Path(tempfile.mkdtemp(prefix="bw-extract-"))
-    index = _BaseIndex(Path(base_dir), base_manifest, workdir) if base_dir is not None and base_manifest else None
+    files = FileIndexWriter(workdir)
+    index = None
     try:
+        index = _BaseIndex(Path(base_dir), base_manifest, workdir) if base_dir is not None and base_manifest else None
         for table in TABLES:
             entry = _extract_table(src, table, out, zone, money_unit, files_root, part_rows, warnings, files,
-                                   index, since, referenced, practice_ids)
+                                   index, since, practice_ids)
             tables.append(entry)
             info.rows[table.name] = entry.rows
+        file_index = files.write(out, index_rows)  # a delta ships only the files its rows use
     finally:
         if index is not None:
             index.close()
+        files.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    for digest in [d for d in files if d not in referenced]:  # a delta ships only the files its rows use
-        (out / "files" / digest).unlink(missing_ok=True)
-        del files[digest]
     manifest = Manifest(
         bundle_id=bundle_id, kind=kind, base_bundle_id=base_manifest.bundle_id if base_manifest else None,
         since=since if kind == "delta" else None, watermark=watermark,
@@ -306,21 +318,20 @@ def _extract(src: Source, source: str, out: Path, timezone: str | None, money_un
                               database=src.info.database, practice_id=practice_ids[0] if practice_ids else None),
         practice_timezone=zone_name, source_text_encoding="utf-8" if src.driver == "sqlite" else text_encoding,
         money_source_unit=money_unit, part_rows=part_rows, tables=tables,
-        files=sorted(files.values(), key=lambda f: f.sha256), warnings=warnings.as_list(),
+        file_index=file_index, warnings=warnings.as_list(),
     )
     # The manifest is the commit marker: written last, atomically.
     tmp = out / (MANIFEST_NAME + ".tmp")
     tmp.write_text(manifest.model_dump_json(indent=1), encoding="utf-8")
     os.replace(tmp, out / MANIFEST_NAME)
-    info.files = len(files)
+    info.files = file_index.count
     info.warnings = manifest.warnings
     return info
 
 
 def _extract_table(src: Source, table: Table, out: Path, zone: ZoneInfo, money_unit: n.TMoneyUnit,
-                   files_root: Path | None, part_rows: int, warnings: _Warnings, files: dict[str, FileEntry],
-                   index: _BaseIndex | None, since: str | None, referenced: set[str],
-                   practice_ids: list[str]) -> TableEntry:
+                   files_root: Path | None, part_rows: int, warnings: _Warnings, files: FileIndexWriter,
+                   index: _BaseIndex | None, since: str | None, practice_ids: list[str]) -> TableEntry:
     view = src.view_for(table)
     names, rows = src.select_all(view)
     position = {name: i for i, name in enumerate(names)}
@@ -386,7 +397,7 @@ def _extract_table(src: Source, table: Table, out: Path, zone: ZoneInfo, money_u
         if index is None:
             parts.write_line(line)
             if row.get("file_sha256"):
-                referenced.add(row["file_sha256"])
+                files.use(row["file_sha256"])
             continue
         index.seen(table.name, key)
         base_hash = index.lookup(table.name, key)
@@ -400,7 +411,7 @@ def _extract_table(src: Source, table: Table, out: Path, zone: ZoneInfo, money_u
         if rule is not None:
             parts.write_line(line)
             if row.get("file_sha256"):
-                referenced.add(row["file_sha256"])
+                files.use(row["file_sha256"])
             assert changes is not None
             changes.write({"k": key, "r": rule})
             setattr(counts, rule, getattr(counts, rule) + 1)
@@ -448,7 +459,7 @@ def _appointment(row: dict[str, Any], unparsed: dict[str, str], warnings: _Warni
 
 
 def _document(row: dict[str, Any], raw_path: Any, out: Path, root: Path | None, warnings: _Warnings,
-              files: dict[str, FileEntry]) -> None:
+              files: FileIndexWriter) -> None:
     row.update({"file_name": None, "file_sha256": None, "file_bytes": None, "media_type": None})
     if raw_path is None or not str(raw_path).strip():
         warnings.add("document_without_file", "document", "documents with no file path")
@@ -467,7 +478,7 @@ def _document(row: dict[str, Any], raw_path: Any, out: Path, root: Path | None, 
     digest, size, head = store_file(out, path)
     media = sniff_media_type(head)
     row.update({"file_name": path.name, "file_sha256": digest, "file_bytes": size, "media_type": media})
-    files.setdefault(digest, FileEntry(sha256=digest, bytes=size, media_type=media))
+    files.add(digest, size, media)
 
 
 TABLES_BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}

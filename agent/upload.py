@@ -10,6 +10,10 @@
   local journal (`.upload-journal.jsonl`, one line per committed blob) with its sha256. A second run sends
   only the blobs missing from the journal or whose bytes differ from what was recorded.
 - The manifest goes last, after every other blob succeeded: the cloud never sees a half bundle.
+- Memory: the binaries are taken from the file index one index part at a time, and at most
+  `concurrency * 4` uploads are queued at once, so a practice with many images costs no more than
+  a small one. (A resumed run holds the previous run's journal lines: one path and hash per blob
+  already sent.)
 """
 
 from __future__ import annotations
@@ -19,15 +23,16 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from shared.dentrix.manifest import MANIFEST_NAME, Manifest
+from shared.dentrix.manifest import MANIFEST_NAME, SUPPORTED_FORMATS, Manifest
+from shared.dentrix.reader import BundleReader
 from shared.errors import (
     BundleCredentialRefused,
     BundleHashMismatch,
@@ -122,7 +127,7 @@ class _Journal:
                 self._fh = open(self.path, "a", encoding="utf-8")
             self._fh.write(json.dumps({"dest": self.destination, "blob": blob, "sha256": sha256}) + "\n")
             self._fh.flush()
-            self.done[blob] = sha256
+            # not added to `done`: each blob is visited once per run, and a run must not grow with the files
 
     def close(self) -> None:
         with self.lock:
@@ -206,7 +211,12 @@ def upload_bundle(
     target = parse_sas_url(sas_url)
     bundle = Path(bundle)
     try:
-        manifest = Manifest.model_validate_json((bundle / MANIFEST_NAME).read_bytes())
+        raw_manifest = json.loads((bundle / MANIFEST_NAME).read_bytes())
+        found = raw_manifest.get("format") if isinstance(raw_manifest, dict) else None
+        if found not in SUPPORTED_FORMATS:
+            # the reader's own refusal, naming the bundle's format and the supported ones
+            BundleReader.from_directory(bundle)
+        manifest = Manifest.model_validate(raw_manifest)
     except (OSError, ValueError):
         raise BundleManifestInvalid("the bundle folder has no valid manifest.json: run extract again",
                                     file=MANIFEST_NAME) from None
@@ -220,22 +230,21 @@ def upload_bundle(
         retry_total=3, retry_backoff_factor=0.5)
     journal = _Journal(bundle / JOURNAL_NAME, target.destination + "/" + prefix)
 
-    blobs: list[tuple[str, str, str]] = []  # (path, expected sha256, content type)
-    for entry in manifest.tables:
-        for part in [*entry.parts, *entry.keys, *entry.changes]:
-            blobs.append((part.file, part.sha256, "application/gzip"))
-    for listed in manifest.files:
-        blobs.append((listed.path, listed.sha256, listed.media_type))
+    def blobs() -> Iterator[tuple[str, str, str]]:
+        """(path, expected sha256, content type) of every blob but the manifest, binaries streamed
+        from the file index (each index part checked against the manifest as it is read)."""
+        for entry in manifest.tables:
+            for part in [*entry.parts, *entry.keys, *entry.changes]:
+                yield part.file, part.sha256, "application/gzip"
+        for part in manifest.file_index.parts:
+            yield part.file, part.sha256, "application/gzip"
+        for listed in BundleReader.from_directory(bundle).iter_files():
+            yield listed.path, listed.sha256, listed.media_type
 
+    total = (sum(len(t.parts) + len(t.keys) + len(t.changes) for t in manifest.tables)
+             + len(manifest.file_index.parts) + manifest.file_index.count + 1)
     report = UploadReport(prefix=prefix)
-    todo = []
-    for path, expected, content_type in blobs:
-        if journal.done.get(path) == expected and (not target.can_read or _present(container, prefix + path, expected)):
-            report.skipped += 1
-        else:
-            todo.append((path, expected, content_type))
-
-    bar = progress if progress is not None else _Progress(len(todo) + 1)
+    bar = progress if progress is not None else _Progress(total)  # blobs done: sent or already there
     lock = threading.Lock()
 
     def send(path: str, expected: str, content_type: str, data_path: Path) -> None:
@@ -267,12 +276,26 @@ def upload_bundle(
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            futures = [pool.submit(send, p, s, c, bundle / p) for p, s, c in todo]
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in pending:
-                future.cancel()
-            for future in done:
-                future.result()
+            window = max(1, concurrency) * 4
+            running: set[Future[None]] = set()
+            try:
+                for path, expected, content_type in blobs():
+                    if journal.done.get(path) == expected and (
+                            not target.can_read or _present(container, prefix + path, expected)):
+                        report.skipped += 1
+                        bar.advance()
+                        continue
+                    running.add(pool.submit(send, path, expected, content_type, bundle / path))
+                    if len(running) >= window:
+                        finished, running = wait(running, return_when=FIRST_COMPLETED)
+                        for future in finished:
+                            future.result()
+                finished, running = wait(running, return_when=FIRST_EXCEPTION)
+                for future in finished:
+                    future.result()
+            finally:
+                for future in running:
+                    future.cancel()
         # Everything else is up: now, and only now, commit the bundle.
         manifest_bytes = (bundle / MANIFEST_NAME).read_bytes()
         manifest_sha = hashlib.sha256(manifest_bytes).hexdigest()

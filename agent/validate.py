@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from shared.dentrix.reader import BundleReader, QuarantinedRow
+from shared.dentrix.reader import BundleReader, FileReferenceCheck, QuarantinedRow
+from shared.dentrix.tables import get_table
 from shared.errors import BundleRefused
 
 
@@ -31,6 +32,9 @@ def validate_bundle(bundle: Path) -> ValidationResult:
     except BundleRefused as exc:
         result.problems.append(_refusal(exc))
         return result
+    references = FileReferenceCheck(reader)
+    files_column = {t.name: [c.name for c in get_table(t.name).columns if c.kind == "sha256"]
+                    for t in reader.manifest.tables}
     for entry in reader.manifest.tables:
         for index, _part in enumerate(entry.parts):
             try:
@@ -40,6 +44,12 @@ def validate_bundle(bundle: Path) -> ValidationResult:
                         result.quarantined += 1
                         for p in item.problems:
                             result.problems.append(f"{item.file}:{item.line} {p.field}: {p.reason} [{p.code}]")
+                        continue
+                    for name in files_column[entry.name]:
+                        digest = getattr(item.row, name, None)
+                        if digest is not None:
+                            references.add(digest, item.file, item.line, name, getattr(item.row, "file_bytes", None),
+                                           getattr(item.row, "media_type", None))
             except BundleRefused as exc:
                 result.problems.append(_refusal(exc))
         for listing in ("keys", "changes"):
@@ -48,17 +58,25 @@ def validate_bundle(bundle: Path) -> ValidationResult:
                     pass
             except BundleRefused as exc:
                 result.problems.append(_refusal(exc))
-    for listed in reader.manifest.files:
-        path = Path(bundle) / "files" / listed.sha256
-        if not path.is_file():
-            result.problems.append(f"files/{listed.sha256}: listed in the manifest but missing [bundle_file_missing]")
-            continue
-        sha = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                sha.update(chunk)
-        if sha.hexdigest() != listed.sha256 or path.stat().st_size != listed.bytes:
-            result.problems.append(f"files/{listed.sha256}: content does not match its hash [bundle_hash_mismatch]")
+    try:
+        references.finish()  # every row's file is in the index, as the row describes it
+    except BundleRefused as exc:
+        result.problems.append(_refusal(exc))
+    try:
+        for listed in reader.iter_files():  # the index, part by part: never whole in memory
+            path = Path(bundle) / "files" / listed.sha256
+            if not path.is_file():
+                result.problems.append(f"files/{listed.sha256}: listed in the file index but missing "
+                                       f"[bundle_file_missing]")
+                continue
+            sha = hashlib.sha256()
+            with open(path, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    sha.update(chunk)
+            if sha.hexdigest() != listed.sha256 or path.stat().st_size != listed.bytes:
+                result.problems.append(f"files/{listed.sha256}: content does not match its hash [bundle_hash_mismatch]")
+    except BundleRefused as exc:
+        result.problems.append(_refusal(exc))
     return result
 
 

@@ -34,6 +34,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="file holding the host key (created with a random key if missing); "
                              "or set DEVHOST_KEY")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--duplicate-activities", type=float,
+                        default=float(os.environ.get("DEVHOST_DUPLICATE_ACTIVITIES") or 0.0), metavar="RATE",
+                        help="chaos testing: probability (0-1) that an activity runs twice with the same input, "
+                             "the first result kept (or DEVHOST_DUPLICATE_ACTIVITIES); seed DEVHOST_DUPLICATE_SEED")
     # DEVHOST_PRINCIPAL (environment): a base64 x-ms-client-principal the host adds to requests that
     # carry none, as App Service Authentication would after signing a user in.
     return parser.parse_args(argv)
@@ -77,6 +81,8 @@ async def _serve(args: argparse.Namespace) -> None:
         clock,
         max_activities=int(durable.get("maxConcurrentActivityFunctions", 8)),
         max_orchestrations=int(durable.get("maxConcurrentOrchestratorFunctions", 4)),
+        duplicate_activities=args.duplicate_activities,
+        duplicate_seed=int(os.environ["DEVHOST_DUPLICATE_SEED"]) if os.environ.get("DEVHOST_DUPLICATE_SEED") else None,
     )
     host = LocalHost(functions, hub, host_key=_host_key(args.key_file), port=args.port, host=args.host,
                      principal=os.environ.get("DEVHOST_PRINCIPAL") or None)
@@ -91,6 +97,8 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
+    if not 0.0 <= args.duplicate_activities <= 1.0:
+        raise SystemExit("--duplicate-activities is a probability between 0 and 1")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The storage SDKs log every request with its headers at INFO: keep them quiet.
     logging.getLogger("azure").setLevel(logging.WARNING)

@@ -24,6 +24,7 @@ import asyncio
 import heapq
 import json
 import logging
+import random
 import time
 import traceback
 import uuid
@@ -255,8 +256,17 @@ class TaskHub:
         *,
         max_activities: int = 8,
         max_orchestrations: int = 4,
+        duplicate_activities: float = 0.0,
+        duplicate_seed: int | None = None,
     ) -> None:
         self.functions = functions
+        # Chaos testing: at-least-once delivery made visible. With this probability an activity runs
+        # a second time with the same input, and the first result is the one the orchestration sees.
+        self.duplicate_activities = duplicate_activities
+        self._duplicates = random.Random(duplicate_seed)
+        self.duplicated = 0
+        self.completed_activities = 0
+        """Activities this process ran to a recorded result (chaos tests wait for progress between kills)."""
         self.store = store
         self.clock = clock
         self.max_activities = max_activities
@@ -904,13 +914,7 @@ class TaskHub:
             kind = "activity_failed"
         else:
             try:
-                argument = function.decode_input(item.input_text)
-                kwargs = {function.input_param: argument}
-                if function.is_async:
-                    result = await call_function(function.call, kwargs)
-                else:
-                    loop = asyncio.get_running_loop()
-                    result = await loop.run_in_executor(self._threads, lambda: function.call(**kwargs))
+                result = await self._invoke(function, item.input_text)
                 payload = {"task_id": item.task_id, "result": function.encode_output(result)}
                 kind = "activity_completed"
             except Exception as exc:
@@ -924,13 +928,36 @@ class TaskHub:
                 payload = {"task_id": item.task_id, "reason": str(exc) or type(exc).__name__,
                            "details": "".join(traceback.format_exception_only(type(exc), exc)).strip()[-2000:]}
                 kind = "activity_failed"
+        if function is not None and self.duplicate_activities and \
+                self._duplicates.random() < self.duplicate_activities:
+            await self._deliver_again(function, item)
         message = Message(item.instance_id, f"a-{item.generation:06d}-{item.task_id:08d}", kind,
                           self.clock.now(), payload, item.generation)
         await self.store.replace_row("messages", item.instance_id, item.row_key, message.to_entity())
+        self.completed_activities += 1
         self._remember_message(message)
         self._schedule_due(item.instance_id)
         log.info("activity %s for instance %s task %d: %s (%.0f ms)", item.name, item.instance_id, item.task_id,
                  "completed" if kind == "activity_completed" else "failed", (time.perf_counter() - started) * 1000)
+
+    async def _invoke(self, function: Any, input_text: str | None) -> Any:
+        kwargs = {function.input_param: function.decode_input(input_text)}
+        if function.is_async:
+            return await call_function(function.call, kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, lambda: function.call(**kwargs))
+
+    async def _deliver_again(self, function: Any, item: WorkItem) -> None:
+        """Run the activity once more with the same input (a duplicate delivery, as when Azure's lease
+        on a work item expires); its result or failure is dropped, the first one stands."""
+        self.duplicated += 1
+        try:
+            await self._invoke(function, item.input_text)
+            outcome = "completed"
+        except Exception as exc:
+            outcome = f"raised {type(exc).__name__}"
+        log.info("activity %s for instance %s task %d: delivered twice (duplicate %s, first result kept)",
+                 item.name, item.instance_id, item.task_id, outcome)
 
 
 def _parse_loose(text: str) -> datetime:

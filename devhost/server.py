@@ -235,7 +235,9 @@ class LocalHost:
         if not self.has_key(request):
             return web.Response(status=401)
         return _json({"state": "Running", "taskHub": self.hub.store.hub, "clock": format_time(self.hub.clock.now()),
-                      "virtualClock": self.hub.clock.virtual, "idle": self.hub.is_idle()})
+                      "virtualClock": self.hub.clock.virtual, "idle": self.hub.is_idle(),
+                      "duplicatedActivities": self.hub.duplicated,
+                      "completedActivities": self.hub.completed_activities})
 
     async def _get_clock(self, request: web.Request) -> web.Response:
         if not self.has_key(request):

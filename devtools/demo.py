@@ -5,6 +5,7 @@
 3. start Azurite, the Dataverse + Graph emulator and the local Functions host;
 4. create a migration through the HTTP API and upload the bundle with the write-only SAS it returns;
 5. approve the proposed field map and the schema plan through the API, as an operator would;
+   the sample run loads a stratified slice of patients first; its field-level diff is approved too;
 6. follow the progress, then print per object what the bundle held and what became of it, with the
    records read back from the emulator, the time taken and where the reports are.
 Exits non-zero if any source row is unaccounted for or the migration did not complete.
@@ -30,8 +31,10 @@ def _progress(view: dict[str, Any]) -> None:
     status = view.get("custom_status") or {}
     stage = status.get("stage", view.get("runtime_status"))
     detail = ""
-    if stage == "load":
+    if stage in ("load", "sample_load"):
         detail = f" wave {status.get('wave')}/{status.get('waves')}"
+    elif stage == "awaiting_sample_approval":
+        detail = f" (match rate {status['sample']['match_rate'] * 100:.2f}%)"
     print(f"  .. {stage}{detail}", flush=True)
 
 
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     practice, bundle = synthetic_practice(DEMO_DIR, args.patients, args.seed)
     manifest = BundleReader.from_directory(bundle).manifest
     print(f"practice    {args.patients} patients synthesised; bundle {manifest.bundle_id}: "
-          f"{sum(t.rows for t in manifest.tables)} rows in {len(manifest.tables)} tables, {len(manifest.files)} files")
+          f"{sum(t.rows for t in manifest.tables)} rows in {len(manifest.tables)} tables, {manifest.file_index.count} files")
 
     with practice_stack(DEMO_DIR, practice) as stack:
         print(f"services    azurite, emulator {stack.emulator.base_url}, local host {stack.host.url}")
@@ -65,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     view = result["view"]
     status = view.get("runtime_status")
     print(f"migration   {result['migration_id']}: {status}")
+    sample = result.get("sample")
+    if sample:
+        print(f"sample      {sample['patients']} patients (+{sample['contacts'] - sample['patients']} contacts they "
+              f"point at), {sample['records']} records: {sample['fields_matched']} of {sample['fields_checked']} "
+              f"fields match, match rate {sample['match_rate'] * 100:.2f}%, {sample['mismatches']} mismatches "
+              f"(GET /api/migrations/{result['migration_id']}/sample/diff?format=html); approved")
     report = result.get("report")
     if status != "Completed" or report is None:
         print(f"the migration did not complete: {view.get('custom_status')}; see {DEMO_DIR / 'stack' / 'host.log'}")

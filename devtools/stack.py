@@ -3,7 +3,8 @@
 
 `LocalStack` starts the three; `drive_migration` then does what a practice and its operator do: upload
 the agent's bundle with the SAS the API handed out, start, approve the map, approve the schema plan
-(choosing a fallback owner when providers have no active user), and wait for the end.
+(choosing a fallback owner when providers have no active user), approve the sample run's diff, and
+wait for the end.
 Used by `make demo`, the end-to-end tests and the benchmarks.
 """
 
@@ -165,21 +166,21 @@ def create_and_start(stack: LocalStack, bundle_dir: Path, *, name: str = "practi
     return migration_id, bundle_id
 
 
-def drive_migration(stack: LocalStack, bundle_dir: Path, *, name: str = "practice",
-                    target: dict[str, Any] | None = None, timeout: float = 600,
-                    on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run one migration through the API as a user would; returns the final view and report."""
-    migration_id, bundle_id = create_and_start(stack, bundle_dir, name=name, target=target)
+def approve_until_sample(stack: LocalStack, migration_id: str, timeout: float = 600,
+                         on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """From a started migration: approve the map and the schema plan as an operator would, and wait until
+    the sample waits for its decision (or the run is done, with no sample stage). Returns {"view", "plan",
+    "stopped"}; `stopped` when the run cannot go on by approvals alone (a refused plan, a failure)."""
     view = wait_for_stage(stack, migration_id, {"awaiting_mapping_approval"}, timeout, on_progress)
     if view.get("runtime_status") != "Running":
-        return {"migration_id": migration_id, "view": view}
+        return {"view": view, "plan": None, "stopped": True}
     stack.api("POST", f"/migrations/{migration_id}/mapping/approve")
     view = wait_for_stage(stack, migration_id, {"awaiting_schema_approval"}, timeout, on_progress)
     plan = stack.api("GET", f"/migrations/{migration_id}/schema-plan")
     if plan["report"]["problems"]:
         codes = {p["code"] for p in plan["report"]["problems"]}
         if codes != {"owners_unresolved"} or not plan["report"]["fallback_owner_choices"]:
-            return {"migration_id": migration_id, "view": view, "plan": plan}
+            return {"view": view, "plan": plan, "stopped": True}
         # As an operator would: a person (the office manager if there is one, never the application
         # user the migration runs as) stands in for providers without an active user.
         choices = plan["report"]["fallback_owner_choices"]
@@ -193,9 +194,30 @@ def drive_migration(stack: LocalStack, bundle_dir: Path, *, name: str = "practic
             plan = stack.api("GET", f"/migrations/{migration_id}/schema-plan")
         wait_for_stage(stack, migration_id, {"awaiting_schema_approval"}, timeout, on_progress)
     stack.api("POST", f"/migrations/{migration_id}/schema-plan/approve", json={})
+    view = wait_for_stage(stack, migration_id, {"awaiting_sample_approval", "done"}, timeout, on_progress)
+    return {"view": view, "plan": plan, "stopped": view.get("runtime_status") != "Running"
+            and (view.get("custom_status") or {}).get("stage") != "done"}
+
+
+def drive_migration(stack: LocalStack, bundle_dir: Path, *, name: str = "practice",
+                    target: dict[str, Any] | None = None, timeout: float = 600,
+                    on_progress: Callable[[dict[str, Any]], None] | None = None,
+                    sample_patients: int | None = None) -> dict[str, Any]:
+    """Run one migration through the API as a user would; returns the final view and report, and the
+    sample run's diff summary under `sample` (approved as it comes: counts and match rate).
+    `sample_patients` goes into the create request (None: the API's default; 0: no sample stage)."""
+    options = {} if sample_patients is None else {"sample_patients": sample_patients}
+    migration_id, bundle_id = create_and_start(stack, bundle_dir, name=name, target=target, **options)
+    reviewed = approve_until_sample(stack, migration_id, timeout, on_progress)
+    view, plan = reviewed["view"], reviewed["plan"]
+    if reviewed["stopped"]:
+        return {"migration_id": migration_id, "view": view, **({"plan": plan} if plan else {})}
+    sample = (view.get("custom_status") or {}).get("sample")
+    if (view.get("custom_status") or {}).get("stage") == "awaiting_sample_approval":
+        stack.api("POST", f"/migrations/{migration_id}/sample/approve")
     view = wait_for_stage(stack, migration_id, {"done"}, timeout, on_progress)
     result: dict[str, Any] = {"migration_id": migration_id, "view": view, "plan": plan,
-                              "bundle_id": bundle_id}
+                              "bundle_id": bundle_id, "sample": sample}
     if view.get("runtime_status") == "Completed":
         result["report"] = stack.api("GET", f"/migrations/{migration_id}/report")
     return result

@@ -519,7 +519,15 @@ def _attributes(store: Store, req: ApiRequest, e: dict[str, Any], keytext: str |
     if req.method == "DELETE":
         if not a["IsCustomAttribute"]:
             raise ApiError(403, errors.PRIVILEGE, "System attributes cannot be deleted.")
+        keys = [k["SchemaName"] for k in e["Keys"].values() if a["LogicalName"] in k["KeyAttributes"]]
+        if keys:  # a column an alternate key depends on goes only after the key (a dependent component)
+            raise bad_request(f"The attribute {a['LogicalName']} cannot be deleted because it is used by the "
+                              f"entity key {keys[0]}. Delete the key first.")
         del e["Attributes"][a["LogicalName"]]
+        # Deleting a column deletes its data too: no row keeps a value for it.
+        for row in store.rows(e["LogicalName"]).values():
+            row.pop(a["LogicalName"], None)
+        store.rebuild_indexes()
         store.dirty = True
         return ApiResponse(204)
     raise ApiError(405, "0x80060888", "Metadata can't be PATCHed: use PUT with the whole definition.")
@@ -610,6 +618,8 @@ def _relationships(store: Store, req: ApiRequest, keytext: str | None, rest: lis
         if child:
             child["Attributes"].pop(r["ReferencingAttribute"], None)
             child["Nav"].pop(r["ReferencingEntityNavigationPropertyName"], None)
+            for row in store.rows(child["LogicalName"]).values():  # the lookup column goes with its data
+                row.pop(r["ReferencingAttribute"], None)
         if parent:
             parent["Collections"].pop(r["ReferencedEntityNavigationPropertyName"], None)
         del rels[r["SchemaName"]]

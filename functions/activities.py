@@ -53,21 +53,41 @@ def plan_load(request: dict) -> dict:
     return load.plan_load(runtime(), _migration(request)).model_dump()
 
 
+def _sample_mode(request: dict, migration: Migration) -> dict:
+    """`mode` in an input: `sample` (load only the slice) or `over_sample` (the full run after it). The
+    slice itself is read from the run's artifact, never carried in the input."""
+    from shared.pipeline.sample_scope import stored_scope
+
+    mode = request.get("mode")
+    if mode is None:
+        return {}
+    if mode not in ("sample", "over_sample"):
+        raise ValueError(f"unknown load mode {mode!r}")
+    return {mode: stored_scope(runtime(), migration)}
+
+
 @bp.activity_trigger(input_name="request", activity=names.LOAD_BATCH)
 async def load_batch(request: dict) -> dict:
-    info = await load.load_batch(runtime(), _migration(request), request["table"], int(request["part"]))
+    migration = _migration(request)
+    info = await load.load_batch(runtime(), migration, request["table"], int(request["part"]),
+                                 **_sample_mode(request, migration))
     return info.model_dump()
 
 
 @bp.activity_trigger(input_name="request", activity=names.BIND_DEFERRED)
 async def bind_deferred(request: dict) -> dict:
-    info = await load.bind_deferred(runtime(), _migration(request), request["table"], int(request["part"]))
+    migration = _migration(request)
+    sample = _sample_mode(request, migration).get("sample")
+    info = await load.bind_deferred(runtime(), migration, request["table"], int(request["part"]), sample=sample)
     return info.model_dump()
 
 
 @bp.activity_trigger(input_name="request", activity=names.COPY_ATTACHMENTS)
 async def copy_attachments(request: dict) -> dict:
-    return (await attachments.copy_attachments(runtime(), _migration(request), int(request["part"]))).model_dump()
+    migration = _migration(request)
+    sample = _sample_mode(request, migration).get("sample")
+    return (await attachments.copy_attachments(runtime(), migration, int(request["part"]), sample=sample)
+            ).model_dump()
 
 
 @bp.activity_trigger(input_name="request", activity=names.FINISH_MIGRATION)
@@ -103,3 +123,30 @@ async def sample_diff(request: dict) -> dict:
                                           int(request.get("size") or sample.DEFAULT_PATIENTS))
     return {"patients": diff.patients, "fields_checked": diff.fields_checked,
             "fields_matched": diff.fields_matched, "mismatches": len(diff.mismatches), "report": sample.DIFF_JSON}
+
+
+@bp.activity_trigger(input_name="request", activity=names.REOPEN_AFTER_REJECTION)
+def reopen_after_rejection(request: dict) -> dict:
+    from shared.pipeline import sample_run
+
+    return sample_run.reopen_after_rejection(runtime(), _migration(request)).model_dump()
+
+
+@bp.activity_trigger(input_name="request", activity=names.PREPARE_SAMPLE)
+def prepare_sample(request: dict) -> dict:
+    from shared.pipeline import sample_run
+
+    return sample_run.prepare_sample(runtime(), _migration(request)).model_dump()
+
+
+@bp.activity_trigger(input_name="request", activity=names.SAMPLE_RUN_DIFF)
+async def sample_run_diff(request: dict) -> dict:
+    from shared.pipeline import sample_run
+
+    return (await sample_run.diff_summary(runtime(), _migration(request))).model_dump()
+
+
+@bp.activity_trigger(input_name="request", activity=names.REMOVE_SCHEMA)
+async def remove_schema(request: dict) -> dict:
+    removal = await rollback.remove_schema(runtime(), _migration(request))
+    return {"counts": {"schema_removed": len(removal.removed), "schema_kept": len(removal.kept)}}

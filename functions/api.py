@@ -15,6 +15,8 @@ tenant's migration does not exist for it (404). Every route declares its contrac
     GET  /migrations/{id}/schema-plan         the schema plan and its report
     POST /migrations/{id}/schema-plan/approve approve it (optionally choosing a fallback owner first)
     GET  /migrations/{id}/report              the final report (JSON, or markdown)
+    POST /migrations/{id}/sample/approve      approve the sample run's diff; the full run goes on
+    POST /migrations/{id}/sample/reject       reject it; the run ends `sample_rejected`
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import functools
 import json
 import re
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import azure.durable_functions as df
 import azure.functions as func
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from functions import logging_policy, names
 from functions.http import InvalidRequest, api_route, json_response, problem, read_model
@@ -72,6 +75,15 @@ class CreateMigrationRequest(BaseModel):
     """A label for people (for example the practice's site name); not patient data."""
     target: Target
     approval_timeout_hours: float = Field(default=168.0, gt=0, le=24 * 30)
+    sample_patients: int = Field(default=150, ge=0, le=300)
+    """Patients in the sample run before the full run: 100-300, or 0 for no sample stage."""
+
+    @field_validator("sample_patients")
+    @classmethod
+    def _sample_size(cls, value: int) -> int:
+        if value != 0 and value < 100:
+            raise ValueError("the sample takes 100-300 patients (0: no sample stage)")
+        return value
 
 
 class CreatedMigration(BaseModel):
@@ -212,6 +224,7 @@ async def create_migration(req: func.HttpRequest, client: df.DurableOrchestratio
         rt = runtime()
         migration = rt.migrations.create(caller.tenant_id, request.name, request.target)
         migration.approval_timeout_hours = request.approval_timeout_hours
+        migration.sample_patients = request.sample_patients
         rt.migrations.save(migration)
         grant = grant_upload(rt.blobs, rt.settings.table_prefix, migration.migration_id,
                              rt.settings.upload_sas_hours)
@@ -407,7 +420,8 @@ async def get_report(req: func.HttpRequest) -> func.HttpResponse:
 
 # -- audit log and rollback (issue 6) -------------------------------------------------------------------
 #    GET  /migrations/{id}/audit               the journal as CSV (filters: ?table=<map>&action=<action>)
-#    POST /migrations/{id}/rollback            start the compensating rollback ({"override_edited": false})
+#    POST /migrations/{id}/rollback            start the compensating rollback
+#                                              ({"override_edited": false, "remove_schema": false})
 #    GET  /migrations/{id}/rollback            the rollback's status and, once verified, its report
 
 
@@ -416,6 +430,9 @@ class RollbackRequest(BaseModel):
 
     override_edited: bool = False
     """Also undo records someone changed after the migration wrote them (default: keep and list them)."""
+    remove_schema: bool = False
+    """Then delete the tables, columns, keys, relationships and choices the migration created (only those,
+    and not while they hold someone's data)."""
 
 
 def _rollback_instance(migration: Migration) -> str:
@@ -469,17 +486,26 @@ async def start_rollback(req: func.HttpRequest, client: df.DurableOrchestrationC
 
 @bp.route(route="migrations/{migration_id}/rollback", methods=["GET"])
 @bp.durable_client_input(client_name="client")
-@documented("GET", "migrations/{migration_id}/rollback", "The rollback's status and report", role="viewer",
-            responses={200: "object"})
+@documented("GET", "migrations/{migration_id}/rollback", "The rollback's status and report (JSON, or ?format=html)",
+            role="viewer", responses={200: "object"}, alternatives=("text/html",))
 @api_route
 async def get_rollback(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    from shared.pipeline.rollback import REPORT
+    from shared.pipeline.rollback import REPORT, RollbackReport
+    from shared.pipeline.rollback_html import render_html
 
     _, migration = _load(req)
-    status = await client.get_status(_rollback_instance(migration))
+    wanted = req.params.get("format") or ""
+    if wanted not in ("", "json", "html"):
+        return problem(400, "invalid_request", "Unknown format", "format must be json or html")
     artifacts = runtime().artifacts
     report = (artifacts.get_json(migration.migration_id, REPORT)
               if artifacts.exists(migration.migration_id, REPORT) else None)
+    if wanted == "html":
+        if report is None:
+            raise WrongStage("the rollback has not written its report yet: it is still running, or never ran")
+        return func.HttpResponse(render_html(RollbackReport.model_validate(report)), mimetype="text/html",
+                                 charset="utf-8")
+    status = await client.get_status(_rollback_instance(migration))
     return json_response({
         "runtime_status": status.runtime_status.value if status and status.runtime_status else None,
         "custom_status": status.custom_status if status else None,
@@ -542,3 +568,77 @@ async def get_sample_diff(req: func.HttpRequest) -> func.HttpResponse:
         return problem(400, "invalid_request", "Unknown format", "format must be json, csv or html")
     return func.HttpResponse(artifacts.get_bytes(migration.migration_id, sample.DIFF_JSON),
                              mimetype="application/json")
+
+
+# -- the sample run's decision (issue 6) ------------------------------------------------------------------
+#    POST /migrations/{id}/sample/approve      the orchestration waits at awaiting_sample_approval: go on
+#    POST /migrations/{id}/sample/reject       end the run with stage sample_rejected (the next start
+#                                              re-opens the map for review, then samples again)
+
+
+class SampleDecision(BaseModel):
+    approved: bool
+    decided_by: str
+    """The signed-in user (object id) who decided."""
+    decided_at: datetime
+    sample: dict[str, Any] = Field(default_factory=dict)
+    """The diff summary the decision was made on (counts and match rate)."""
+
+
+async def _awaiting_sample(client: df.DurableOrchestrationClient, migration: Migration) -> dict[str, Any]:
+    """The summary the orchestration waits with; WrongStage (409) unless it waits for this decision now."""
+    status = await client.get_status(migration.instance_id) if migration.instance_id else None
+    custom = status.custom_status if status else None
+    running = bool(status and status.runtime_status and status.runtime_status.value == "Running")
+    if not running or not isinstance(custom, dict) or custom.get("stage") != "awaiting_sample_approval":
+        stage = custom.get("stage") if isinstance(custom, dict) else None
+        raise WrongStage(f"migration {migration.migration_id} is not waiting for a sample decision"
+                         + (f" (stage {stage})" if stage else ""))
+    if migration.sample_approved_by is not None or migration.sample_rejected_by is not None:
+        raise WrongStage(f"the sample of migration {migration.migration_id} is already decided")
+    return dict(custom.get("sample") or {})
+
+
+async def _decide_sample(req: func.HttpRequest, client: df.DurableOrchestrationClient,
+                         approved: bool) -> func.HttpResponse:
+    from shared.pipeline.sample_run import record_decision
+
+    caller, migration = _load(req, "operator")
+    if req.get_body() not in (b"", b"{}"):
+        raise InvalidRequest("this route takes no body (or an empty JSON object)")
+
+    async def work() -> func.HttpResponse:
+        summary = await _awaiting_sample(client, migration)
+        before = migration.model_copy()
+        decided = record_decision(runtime(), migration, approved, caller.user_id)
+        event = names.SAMPLE_APPROVED_EVENT if approved else names.SAMPLE_REJECTED_EVENT
+        try:
+            await client.raise_event(migration.instance_id, event, {"by": caller.user_id})
+        except BaseException:
+            runtime().migrations.save(before)  # the orchestration did not hear it: the decision is not made
+            raise
+        at = decided.sample_approved_at if approved else decided.sample_rejected_at
+        return json_response(SampleDecision(approved=approved, decided_by=caller.user_id, decided_at=at,
+                                            sample=summary))
+
+    return await _once(req, caller, work)
+
+
+@bp.route(route="migrations/{migration_id}/sample/approve", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+@documented("POST", "migrations/{migration_id}/sample/approve", "Approve the sample run's diff; the full run "
+            "goes on (409 unless the migration waits at awaiting_sample_approval)", role="operator",
+            responses={200: SampleDecision}, idempotent=True, errors=(409,))
+@api_route
+async def approve_sample(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    return await _decide_sample(req, client, approved=True)
+
+
+@bp.route(route="migrations/{migration_id}/sample/reject", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+@documented("POST", "migrations/{migration_id}/sample/reject", "Reject the sample: the run ends with stage "
+            "sample_rejected; the next start re-opens the field map for review", role="operator",
+            responses={200: SampleDecision}, idempotent=True, errors=(409,))
+@api_route
+async def reject_sample(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    return await _decide_sample(req, client, approved=False)

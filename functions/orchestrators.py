@@ -1,9 +1,12 @@
 """Orchestrators: deterministic generators that move ids, counts and blob paths, never records.
 
 The migration runs discovery -> proposal -> (mapping approval) -> schema plan -> (schema approval)
--> schema build -> loads in dependency waves (one sub-orchestration per table, fanning out one
-activity per bundle part) -> second-pass lookups -> attachments -> final report. Each approval
-wait races a durable timer; a timeout ends the run with a clear status instead of waiting forever.
+-> schema build -> the sample run (the stratified slice loaded in the same waves, its second pass
+and attachments, the field-level diff) -> (sample approval, or rejection: stage `sample_rejected`)
+-> loads in dependency waves (one sub-orchestration per table, fanning out one activity per bundle
+part) -> second-pass lookups -> attachments -> final report. Each approval wait races a durable
+timer; a timeout ends the run with a clear status instead of waiting forever. A migration created
+with `sample_patients: 0`, or re-run after its sample was approved, skips the sample stage.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ def migration_orchestrator(context: df.DurableOrchestrationContext):
     ref = {"migration_id": job["migration_id"], "tenant_id": job["tenant_id"]}
     wait_hours = float(job.get("approval_timeout_hours", 168))
 
+    # A start after a rejected sample re-opens the map (and so the schema plan) for review first.
+    yield context.call_activity_with_retry(names.REOPEN_AFTER_REJECTION, ACTIVITY_RETRY, ref)
     _status(context, "discovery")
     discovery = yield context.call_activity_with_retry(names.DISCOVER, ACTIVITY_RETRY, ref)
     proposal = yield context.call_activity_with_retry(names.PROPOSE_MAPPING, ACTIVITY_RETRY, ref)
@@ -80,24 +85,17 @@ def migration_orchestrator(context: df.DurableOrchestrationContext):
     yield context.call_activity_with_retry(names.BUILD_SCHEMA, ACTIVITY_RETRY, ref)
 
     load_plan = yield context.call_activity_with_retry(names.PLAN_LOAD, ACTIVITY_RETRY, ref)
-    loaded: dict[str, dict] = {}
-    for number, wave in enumerate(load_plan["waves"], start=1):
-        _status(context, "load", wave=number, waves=len(load_plan["waves"]))
-        tables = yield context.task_all([
-            context.call_sub_orchestrator(names.LOAD_TABLE_ORCHESTRATOR,
-                                          {**ref, "table": table["table"], "parts": table["parts"]},
-                                          instance_id=f"{context.instance_id}:load:{table['table']}")
-            for table in wave
-        ])
-        for summary in tables:
-            loaded[summary["table"]] = summary["counts"]
-    if load_plan["deferred"]:
-        _status(context, "second_pass")
-        yield context.task_all([
-            context.call_activity_with_retry(names.BIND_DEFERRED, ACTIVITY_RETRY,
-                                             {**ref, "table": item["table"], "part": part})
-            for item in load_plan["deferred"] for part in range(item["parts"])
-        ])
+
+    sample = yield context.call_activity_with_retry(names.PREPARE_SAMPLE, ACTIVITY_RETRY, ref)
+    if sample["run"]:
+        ended = yield from _sample_stage(context, ref, load_plan, wait_hours)
+        if ended is not None:
+            return ended
+
+    # The full run; right after a sample it upserts over the sample's records (`over_sample`).
+    mode = {"mode": "over_sample"} if sample["run"] or sample.get("over_sample") else {}
+    loaded = yield from _load_waves(context, {**ref, **mode}, load_plan, "load")
+    yield from _second_pass(context, ref, load_plan, "second_pass")
 
     _status(context, "attachments")
     attachments = yield context.task_all([
@@ -111,17 +109,83 @@ def migration_orchestrator(context: df.DurableOrchestrationContext):
             "report": report["report"]}
 
 
+def _load_waves(context: df.DurableOrchestrationContext, ref: dict, load_plan: dict, stage: str):
+    """The waves of table loads (one sub-orchestration per table map); `ref` may carry a `mode`."""
+    loaded: dict[str, dict] = {}
+    # Sub-orchestration ids: `<id>:load:<map>` for the full run, `<id>:sample:<map>` for the sample.
+    kind = "sample" if ref.get("mode") == "sample" else "load"
+    for number, wave in enumerate(load_plan["waves"], start=1):
+        _status(context, stage, wave=number, waves=len(load_plan["waves"]))
+        tables = yield context.task_all([
+            context.call_sub_orchestrator(names.LOAD_TABLE_ORCHESTRATOR,
+                                          {**ref, "table": table["table"], "parts": table["parts"]},
+                                          instance_id=f"{context.instance_id}:{kind}:{table['table']}")
+            for table in wave
+        ])
+        for summary in tables:
+            loaded[summary["table"]] = summary["counts"]
+    return loaded
+
+
+def _second_pass(context: df.DurableOrchestrationContext, ref: dict, load_plan: dict, stage: str):
+    if load_plan["deferred"]:
+        _status(context, stage)
+        yield context.task_all([
+            context.call_activity_with_retry(names.BIND_DEFERRED, ACTIVITY_RETRY,
+                                             {**ref, "table": item["table"], "part": part})
+            for item in load_plan["deferred"] for part in range(item["parts"])
+        ])
+
+
+def _sample_stage(context: df.DurableOrchestrationContext, ref: dict, load_plan: dict, wait_hours: float):
+    """Load the stratified slice (its own waves, second pass and attachments), diff it, and wait for the
+    operator. Returns None when the sample is approved (the full run follows), else the run's end.
+    Inputs carry `mode: sample`; the patients are in the run's `sample/scope.json`, read by each activity."""
+    sample_ref = {**ref, "mode": "sample"}
+    yield from _load_waves(context, sample_ref, load_plan, "sample_load")
+    yield from _second_pass(context, sample_ref, load_plan, "sample_second_pass")
+    if load_plan["attachment_parts"]:
+        _status(context, "sample_attachments")
+        yield context.task_all([
+            context.call_activity_with_retry(names.COPY_ATTACHMENTS, ACTIVITY_RETRY, {**sample_ref, "part": part})
+            for part in range(load_plan["attachment_parts"])
+        ])
+    _status(context, "sample_diff")
+    summary = yield context.call_activity_with_retry(names.SAMPLE_RUN_DIFF, ACTIVITY_RETRY, ref)
+    _status(context, "awaiting_sample_approval", sample=summary)
+
+    deadline = context.current_utc_datetime + timedelta(hours=wait_hours)
+    timer = context.create_timer(deadline)
+    approved = context.wait_for_external_event(names.SAMPLE_APPROVED_EVENT)
+    rejected = context.wait_for_external_event(names.SAMPLE_REJECTED_EVENT)
+    winner = yield context.task_any([approved, rejected, timer])
+    if winner == approved:
+        timer.cancel()
+        yield context.call_activity(names.RECORD_PROGRESS, {**ref, "stage": "sample", "status": "approved"})
+        return None
+    if winner == rejected:
+        timer.cancel()
+        yield context.call_activity(names.RECORD_PROGRESS, {**ref, "stage": "sample", "status": "rejected"})
+        _status(context, "sample_rejected", sample=summary)
+        return {"stage": "sample_rejected", "sample": summary}
+    yield context.call_activity(names.RECORD_PROGRESS, {**ref, "stage": "sample", "status": "timed_out"})
+    _status(context, "sample_approval_timed_out", sample=summary)
+    return {"stage": "sample_approval_timed_out", "sample": summary}
+
+
 @bp.orchestration_trigger(context_name="context", orchestration=names.LOAD_TABLE_ORCHESTRATOR)
 def load_table_orchestrator(context: df.DurableOrchestrationContext):
-    """Loads one table: one activity per bundle part, a bounded number in flight, counts summed."""
+    """Loads one table: one activity per bundle part, a bounded number in flight, counts summed.
+    A `mode` in the input (sample / over_sample) goes to every batch as is."""
     job = context.get_input()
     totals: dict[str, int] = {}
     parts = list(range(job["parts"]))
+    mode = {"mode": job["mode"]} if job.get("mode") else {}
     for start in range(0, len(parts), BATCHES_IN_FLIGHT):
         results = yield context.task_all([
             context.call_activity_with_retry(names.LOAD_BATCH, ACTIVITY_RETRY,
                                              {"migration_id": job["migration_id"], "tenant_id": job["tenant_id"],
-                                              "table": job["table"], "part": part})
+                                              "table": job["table"], "part": part, **mode})
             for part in parts[start : start + BATCHES_IN_FLIGHT]
         ])
         for result in results:
@@ -135,7 +199,8 @@ def load_table_orchestrator(context: df.DurableOrchestrationContext):
 @bp.orchestration_trigger(context_name="context", orchestration=names.ROLLBACK_ORCHESTRATOR)
 def rollback_orchestrator(context: df.DurableOrchestrationContext):
     """Undo a migration from its journal: group after group of tables, children before parents (the
-    tables of one group at once), then a verification of the destination against the journal. Each
+    tables of one group at once), the custom schema when asked (`remove_schema`), then a verification
+    of the destination against the journal. Each
     step skips what an earlier (interrupted) attempt already undid, so a restart simply carries on."""
     job = context.get_input()
     ref = {"migration_id": job["migration_id"], "tenant_id": job["tenant_id"]}
@@ -152,6 +217,10 @@ def rollback_orchestrator(context: df.DurableOrchestrationContext):
         for result in results:
             for key, value in result["counts"].items():
                 totals[key] = totals.get(key, 0) + value
+    if (job.get("policy") or {}).get("remove_schema"):
+        _status(context, "rollback_schema", counts=totals)
+        removal = yield context.call_activity_with_retry(names.REMOVE_SCHEMA, ACTIVITY_RETRY, ref)
+        totals.update(removal["counts"])
     _status(context, "rollback_verification", counts=totals)
     verification = yield context.call_activity_with_retry(names.VERIFY_ROLLBACK, ACTIVITY_RETRY, ref)
     stage = "rolled_back" if verification["verified"] else "rollback_incomplete"

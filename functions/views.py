@@ -123,6 +123,10 @@ def errors_by_code(rt: Runtime, migration_id: str) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+AFTER_THE_LOAD = {"cutover", "completed", "rollback_recommended"}
+"""Stages the cutover records on the migration itself, after the migration orchestrator has ended."""
+
+
 def operator_view(rt: Runtime, migration: Migration, status: Any, links: ManagementLinks | None) -> OperatorView:
     progress = rt.migrations.progress(migration.migration_id)
     tables: dict[str, TableProgress] = {}
@@ -137,6 +141,8 @@ def operator_view(rt: Runtime, migration: Migration, status: Any, links: Managem
                 entry.counts[name] = entry.counts.get(name, 0) + count
     custom = status.custom_status if status else None
     stage = (custom.get("stage") if isinstance(custom, dict) else None) or migration.stage
+    if migration.stage in AFTER_THE_LOAD:  # the migration orchestrator has finished: its "done" is stale
+        stage = migration.stage
     return OperatorView(
         migration=migration, stage=str(stage),
         runtime_status=status.runtime_status.value if status and status.runtime_status else None,

@@ -5,7 +5,8 @@
     ├── BundleError            the export bundle is malformed or incomplete: re-run the agent
     │   ├── BundleRefused                   the bundle does not match its manifest (Fatal); leaves:
     │   │   BundleManifestInvalid, BundleFileMissing, BundleHashMismatch, BundleRowCountMismatch,
-    │   │   BundleColumnMismatch, BundleCorrupt, BundleUnsafePath
+    │   │   BundleColumnMismatch, BundleCorrupt, BundleUnsafePath, BundleFormatUnsupported,
+    │   │   BundleFileNotIndexed
     │   ├── BundleCredentialRefused         the agent was given a key / connection string, not a SAS (Fatal)
     │   └── BundleUploadFailed              blob upload failed after its retries (Retriable)
     ├── MappingError           the field map is invalid: edit it and approve again
@@ -293,3 +294,20 @@ class BundleUploadFailed(BundleError, Retriable):
     """A blob could not be uploaded after the retries; run the upload again (it resumes)."""
 
     code = "bundle_upload_failed"
+
+
+# -- Bundle format 2: the file index (appended) ---------------------------------------------------
+
+
+class BundleFormatUnsupported(BundleRefused):
+    """The manifest's `format` is not one this code reads (e.g. a format-1 bundle after the file
+    index left the manifest): the message names the bundle's format and the supported ones."""
+
+    code = "bundle_format_unsupported"
+
+
+class BundleFileNotIndexed(BundleRefused):
+    """A row names a binary the file index does not list, or its size or media type differs from
+    the index's line for it."""
+
+    code = "bundle_file_not_indexed"

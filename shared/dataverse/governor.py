@@ -13,11 +13,14 @@ limit that errors immediately, and request-count and execution-time budgets over
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger("bridgework.dataverse.governor")
 
 
 class GovernorConfig(BaseModel):
@@ -62,6 +65,9 @@ class Governor:
         self.sent = 0
         """Requests admitted."""
         self.dop_hint: int | None = None
+        self.held_back_seconds = 0.0
+        """Seconds this user was held back by Retry-After (overlapping blocks counted once)."""
+        self._unlogged_hold = 0.0
 
     # -- state read by the lane picker --
     @property
@@ -158,10 +164,16 @@ class Governor:
         if self._limit < self._ceiling:
             self._limit = min(float(self._ceiling), self._limit + 1.0 / self._limit)
 
+    def _block_until(self, until: float) -> None:
+        start = max(self._blocked_until, self._clock())
+        if until > start:
+            self.held_back_seconds += until - start
+            self._unlogged_hold += until - start
+            self._blocked_until = until
+
     def block_now(self, retry_after: float) -> None:
         """A 429's headers just arrived: block at once (synchronously), before any other task runs."""
-        until = self._clock() + retry_after + self.config.retry_after_margin
-        self._blocked_until = max(self._blocked_until, until)
+        self._block_until(self._clock() + retry_after + self.config.retry_after_margin)
 
     async def wait_unblocked(self) -> None:
         """Sleep until this user's Retry-After block (if any) has passed."""
@@ -175,8 +187,10 @@ class Governor:
         """A 429: block this user until Retry-After has passed, halve concurrency, spread the restart."""
         self.throttled += 1
         async with self._cond:
-            until = self._clock() + retry_after + self.config.retry_after_margin
-            self._blocked_until = max(self._blocked_until, until)
+            self._block_until(self._clock() + retry_after + self.config.retry_after_margin)
+            # One line per 429 (numbers only): the benchmark sums them from the host's log.
+            log.info("dataverse 429: retry_after=%.3f held_back=%.3f", retry_after, self._unlogged_hold)
+            self._unlogged_hold = 0.0
             self._limit = max(1.0, self._limit / 2)
             self._spacing_left = self.limit
             self._spacing = min(self.config.release_spread, max(retry_after, 0.01)) / self.limit

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -255,7 +256,11 @@ class SchemaBuilder:
         key_timeout_seconds: float = 600.0,
         key_poll_seconds: float = 2.0,
         visible_timeout_seconds: float = 120.0,
+        before_create: Callable[[str], None] | None = None,
     ) -> None:
+        """`before_create("kind:name")` runs before each create is sent: a caller keeping a journal of
+        what it created writes the intent first, so a create whose answer was lost still counts as its own."""
+        self.before_create = before_create
         self.client = client
         self.spec = spec
         self.key_timeout = key_timeout_seconds
@@ -317,6 +322,8 @@ class SchemaBuilder:
 
     async def _create(self, path: str, body: dict[str, Any], kind: str, name: str, exists: Any) -> None:
         """POST a definition; if it fails with "already exists" (a retried create that had succeeded), re-read."""
+        if self.before_create is not None:
+            self.before_create(f"{kind}:{name}")
         try:
             await self._write("POST", path, body)
         except DataverseRecordRejected as exc:
@@ -484,20 +491,68 @@ class SchemaBuilder:
         self._touched.update({rel.referencing_table, rel.referenced_table})
 
 
+# -- removing what a build created ---------------------------------------------------------------------
+
+COMPONENT_KINDS = ("relationship", "key", "column", "table", "optionset")
+"""The order components are deleted in: nothing is deleted while another component depends on it."""
+
+
+def component_path(component: str) -> str:
+    """The metadata URL of a `kind:name` component as `SchemaBuildInfo.created` names it."""
+    kind, _, name = component.partition(":")
+    if kind == "relationship":
+        return f"RelationshipDefinitions(SchemaName={odata_literal(name)})"
+    if kind == "optionset":
+        return f"GlobalOptionSetDefinitions(Name={odata_literal(name)})"
+    if kind == "table":
+        return f"EntityDefinitions(LogicalName={odata_literal(name)})"
+    table, _, part = name.partition(".")
+    if kind in ("column", "key") and table and part:
+        segment = "Attributes" if kind == "column" else "Keys"
+        return f"EntityDefinitions(LogicalName={odata_literal(table)})/{segment}(LogicalName={odata_literal(part)})"
+    raise ConfigurationError(f"not a schema component: {component}")
+
+
+async def read_component(client: DataverseClient, component: str) -> dict[str, Any] | None:
+    """A component's definition, or None when it does not exist."""
+    try:
+        return dict(await client.get_json(component_path(component)))
+    except DataverseRecordRejected as exc:
+        if exc.attrs.get("status") == 404:
+            return None
+        raise
+
+
+async def delete_component(client: DataverseClient, component: str) -> bool:
+    """DELETE one definition (its data goes with it); False when it was not there.
+    Deletes are not published: they take effect at once (reference/dataverse.md §3)."""
+    try:
+        await client.request("DELETE", component_path(component))
+    except DataverseRecordRejected as exc:
+        if exc.attrs.get("status") == 404:
+            return False
+        raise
+    return True
+
+
 async def build_schema(client: DataverseClient, spec: SchemaSpec, **kw: Any) -> SchemaBuildInfo:
     """Entry point: make the environment match `spec`; safe to run any number of times."""
     return await SchemaBuilder(client, spec, **kw).build()
 
 
 __all__ = [
+    "COMPONENT_KINDS",
     "SchemaBuildInfo",
     "SchemaBuilder",
     "TableInfo",
     "build_schema",
     "column_payload",
+    "component_path",
+    "delete_component",
     "key_payload",
     "label",
     "option_set_payload",
+    "read_component",
     "read_table",
     "relationship_payload",
     "table_payload",

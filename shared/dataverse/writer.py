@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
@@ -47,6 +47,13 @@ MAX_BATCH_URL = 60_000
 """URL-encoded characters of key values per GET inside a `$batch` (Dataverse allows 64 KB there)."""
 
 Action = Literal["created", "updated", "failed"]
+
+BeforeCreate = Callable[[list[str]], Awaitable[None]]
+"""Called with the source keys of rows about to be written that do not exist yet, after the existence
+read and before the request that writes them (so a caller can journal them ahead of the write)."""
+
+_BULK_SUPPORT: dict[tuple[str, str], bool] = {}
+"""(environment URL, table) -> UpsertMultiple support, shared by the writers of one process."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +137,11 @@ class BulkWriter:
         self._api_path = "/" + client.config.api_base.split("://", 1)[1].split("/", 1)[1]
 
     async def supports_upsert_multiple(self, logical_name: str) -> bool:
-        """Whether the table lists UpsertMultiple among its messages (reference/dataverse.md §6), cached."""
+        """Whether the table lists UpsertMultiple among its messages (reference/dataverse.md §6), cached
+        per process: a load makes a writer per batch, and the answer does not change during a migration."""
+        shared_key = (self.client.config.environment_url, logical_name)
+        if logical_name not in self._bulk_support and shared_key in _BULK_SUPPORT:
+            self._bulk_support[logical_name] = _BULK_SUPPORT[shared_key]
         if logical_name not in self._bulk_support:
             rows = await self.client.query_all(
                 "sdkmessagefilters",
@@ -140,14 +151,29 @@ class BulkWriter:
                     f"{odata_literal(logical_name)}"
                 ),
             )
-            self._bulk_support[logical_name] = bool(rows)
+            self._bulk_support[logical_name] = _BULK_SUPPORT[shared_key] = bool(rows)
         return self._bulk_support[logical_name]
 
-    async def write(self, target: TableTarget, rows: Sequence[WriteRow]) -> WriteReport:
+    async def write(self, target: TableTarget, rows: Sequence[WriteRow], *,
+                    before_create: BeforeCreate | None = None) -> WriteReport:
         """Upsert every row; return one outcome per input row, in input order.
 
+        `before_create` hears which rows are about to be created, before they are (see `BeforeCreate`).
         Raises only Fatal errors (auth, retry budget exhausted, misconfiguration); per-row problems are outcomes.
         """
+        return await self._write(target, rows, update_only=False, before_create=before_create)
+
+    async def update(self, target: TableTarget, rows: Sequence[WriteRow]) -> WriteReport:
+        """Update rows that already exist (closing activities, second-pass lookups): `$batch` of
+        `PATCH` with `If-Match: *`, chunked and parallel like `write`, instead of one request per row.
+
+        A row whose record does not exist is not created: it comes back `failed` with the 404's code.
+        Create-only columns are dropped. One outcome per input row, in input order.
+        """
+        return await self._write(target, rows, update_only=True)
+
+    async def _write(self, target: TableTarget, rows: Sequence[WriteRow], update_only: bool,
+                     before_create: BeforeCreate | None = None) -> WriteReport:
         before = self.client.requests_sent
         outcomes: dict[int, RowOutcome] = {}
         seen: dict[str, int] = {}
@@ -160,12 +186,13 @@ class BulkWriter:
                 continue
             seen[row.source_key] = i
             todo.append(i)
-        bulk = target.key_column is not None and (
+        bulk = not update_only and target.key_column is not None and (
             target.bulk
             if target.bulk is not None
             else await self.supports_upsert_multiple(target.logical_name)
         )
-        run = _Run(self, target, rows, outcomes, bulk)
+        run = _Run(self, target, rows, outcomes, bulk, update_only)
+        run.before_create = before_create
         await run.go(todo)
         ordered = [outcomes[i] for i in range(len(rows))]
         return WriteReport(
@@ -189,6 +216,7 @@ class _Run:
         rows: Sequence[WriteRow],
         outcomes: dict[int, RowOutcome],
         bulk: bool,
+        update_only: bool = False,
     ) -> None:
         self.w = writer
         self.client = writer.client
@@ -196,6 +224,8 @@ class _Run:
         self.rows = rows
         self.outcomes = outcomes
         self.bulk = bulk
+        self.update_only = update_only
+        self.before_create: BeforeCreate | None = None
         cfg = writer.config
         self.chunk = cfg.max_chunk if bulk else cfg.batch_chunk
         self.max_chunk = self.chunk
@@ -371,8 +401,15 @@ class _Run:
         return values
 
     # ---------------------------------------------------------------- UpsertMultiple
+    async def _announce(self, piece: list[int], existing: dict[str, str]) -> None:
+        if self.before_create is not None and not self.update_only:
+            new = [self.rows[i].source_key for i in piece if self.rows[i].source_key not in existing]
+            if new:
+                await self.before_create(new)
+
     async def _upsert_multiple(self, piece: list[int]) -> None:
         existing = await self._existing(piece)
+        await self._announce(piece, existing)
         targets = []
         for i in piece:
             body = self._body(i, self.rows[i].source_key in existing)
@@ -410,17 +447,20 @@ class _Run:
             await self._batch(piece[:half], existing)
             await self._batch(piece[half:], existing)
             return
-        if existing is None and any(
+        if existing is None and not self.update_only and (self.before_create is not None or any(
             name in self.rows[i].values for i in piece for name in self.t.create_only
-        ):
+        )):
             existing = await self._existing(piece)
         known = existing or {}
+        await self._announce(piece, known)
+        # If-Match: * makes the PATCH an update only: a missing record is a 404, never a new one.
+        headers = {"Prefer": "return=representation", **({"If-Match": "*"} if self.update_only else {})}
         ops = [
             BatchOperation(
                 "PATCH",
                 f"{self._path_of(i)}?$select={self.t.primary_id}",
-                self._body(i, self.rows[i].source_key in known),
-                {"Prefer": "return=representation"},
+                self._body(i, self.update_only or self.rows[i].source_key in known),
+                headers,
             )
             for i in piece
         ]
@@ -457,7 +497,7 @@ class _Run:
                 elif part.status == 200:
                     action = "updated"
                 else:
-                    action = "updated" if key in known else "created"
+                    action = "updated" if self.update_only or key in known else "created"
                 if target_id is None and self.t.key_column is None:
                     target_id = row_id(self.t.logical_name, key)
                 self._done(i, RowOutcome(source_key=key, target_id=target_id, action=action))

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from shared.dentrix.manifest import BUNDLE_FORMAT, DEFAULT_PART_ROWS, MANIFEST_NAME, Manifest
+from shared.dentrix.manifest import (
+    BUNDLE_FORMAT,
+    DEFAULT_PART_ROWS,
+    MANIFEST_NAME,
+    FileEntry,
+    FileIndex,
+    Manifest,
+)
 from shared.dentrix.models import ROW_MODELS, RowModel, row_model
 from shared.dentrix.reader import (
     BundleReader,
     BundleReport,
     ContainerStore,
     DirectoryStore,
+    FileReferenceCheck,
+    IndexStats,
     LoadedRow,
     Problem,
     QuarantinedRow,
@@ -28,6 +37,10 @@ __all__ = [
     "Column",
     "ContainerStore",
     "DirectoryStore",
+    "FileEntry",
+    "FileIndex",
+    "FileReferenceCheck",
+    "IndexStats",
     "LoadedRow",
     "Manifest",
     "Problem",

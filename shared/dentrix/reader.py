@@ -9,7 +9,24 @@ Two kinds of problem, two outcomes:
   not normalise): the row is quarantined as (file, line, field, reason), never with its values.
 For every table, loaded + quarantined = the manifest's row count.
 
-Memory is bounded by one part (at most `part_rows` rows), never by the bundle's size.
+Memory is bounded by one part (at most `part_rows` rows), never by the bundle's size, and that
+holds for the binaries too (format 2). The file index is never held whole: it lives in
+`files/index-NNNNN.jsonl.gz` parts (sorted by sha256, checked part by part: size, sha256, gzip,
+line count, line shape, order, total bytes) and is only ever streamed:
+- a pass over all binaries (`iter_files`, `verify_files`, the agent's upload and validate,
+  discovery's totals) reads the index one part at a time;
+- a document row carries what its file's users need (`file_bytes`, `media_type`), so the
+  attachment stage and discovery never look a digest up;
+- that those row values are true, and that every loaded row's digest is in the index, is checked
+  once, by `verify()`: it collects the digests of loaded rows in a bounded batch (at most
+  `file_check_batch` distinct digests, default 20,000, ~5 MB) and, when the batch is full and at
+  the end, streams the index once and strikes off what it finds. A digest left over refuses the
+  bundle (BundleFileNotIndexed, naming the row's part file, line and field). Time is one index
+  pass per 20,000 referenced files (one pass up to 20,000 files, three at 50,000), memory one batch
+  plus one index part. `iter_part` does not repeat the check: nothing is loaded from a bundle
+  before `verify()` has returned, and `iter_file` re-checks each binary's sha256 as it reads it.
+  (Rejected: a set of every digest, which is what grew with the images; a pass over the index per
+  document part, quadratic in the number of files.)
 
 Typical use (cloud side):
 
@@ -35,12 +52,17 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from shared.dentrix.manifest import (
+    BUNDLE_FORMAT,
     MANIFEST_NAME,
+    SHA256_RE,
+    SUPPORTED_FORMATS,
+    FileEntry,
     Manifest,
     PartEntry,
     TableEntry,
     TChangeRule,
     check_relative_path,
+    file_index_path,
 )
 from shared.dentrix.models import RowModel, row_model
 from shared.dentrix.tables import JSON_TYPE_OF_KIND, TABLE_NAMES, get_table
@@ -48,6 +70,8 @@ from shared.errors import (
     BundleColumnMismatch,
     BundleCorrupt,
     BundleFileMissing,
+    BundleFileNotIndexed,
+    BundleFormatUnsupported,
     BundleHashMismatch,
     BundleManifestInvalid,
     BundleRowCountMismatch,
@@ -56,6 +80,8 @@ from shared.errors import (
 
 UNPARSED = "_unparsed"
 RETRY_HINT = "re-run the agent's extract and upload"
+FILE_CHECK_BATCH = 20_000
+"""Distinct digests `verify()` collects before one pass over the file index (bounds its memory)."""
 
 
 # -- where the bundle lives --------------------------------------------------------------------
@@ -156,6 +182,22 @@ class BundleReport:
     tables: dict[str, TableReport] = field(default_factory=dict)
     quarantined: list[QuarantinedRow] = field(default_factory=list)
     files_checked: int = 0
+    files_indexed: int = 0
+    """Lines of the file index (every one checked for shape, order and total size)."""
+
+
+@dataclass
+class IndexStats:
+    """How the file index was read (an instrumentation hook: tests assert it is never held whole)."""
+
+    parts_read: int = 0
+    """Index parts read (each pass over the index reads every part once)."""
+    passes: int = 0
+    """Whole passes over the index."""
+    lines_held_max: int = 0
+    """The most index lines held at once: one part's, never the index's."""
+    batch_max: int = 0
+    """The most row digests `verify()` held at once waiting for an index pass."""
 
 
 _JSON_CHECK = {
@@ -178,7 +220,15 @@ _JSON_TYPES: dict[str, frozenset[type]] = {
     "array": frozenset({list, type(None)}),
     "mixed": frozenset({str, int, float, bool, type(None)}),
 }
-_DECODE = json.JSONDecoder().decode
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+# NaN and Infinity are not JSON (RFC 8259) though Python reads them: refused as a line that is not
+# JSON, or a non-finite number would reach a Dataverse payload (found by fuzzing).
+_DECODE = json.JSONDecoder(parse_constant=_not_json).decode
 
 
 def _json_name(value: Any) -> str:
@@ -194,7 +244,7 @@ class BundleReader:
     def __init__(self, store: BundleStore) -> None:
         self.store = store
         self.manifest = self._load_manifest()
-        self._files = {f.sha256 for f in self.manifest.files}
+        self.index_stats = IndexStats()
 
     @classmethod
     def from_container(cls, container: Any, prefix: str) -> BundleReader:
@@ -216,6 +266,7 @@ class BundleReader:
             data = json.loads(raw)
         except ValueError:
             raise BundleManifestInvalid(f"{MANIFEST_NAME} is not valid JSON; {RETRY_HINT}", file=MANIFEST_NAME) from None
+        self._check_format(data)
         self._check_paths(data)
         try:
             manifest = Manifest.model_validate(data)
@@ -229,10 +280,31 @@ class BundleReader:
         return manifest
 
     @staticmethod
+    def _check_format(data: Any) -> None:
+        """Refuse a bundle of another format version first, saying which it is and which are read."""
+        found = data.get("format") if isinstance(data, dict) else None
+        if found in SUPPORTED_FORMATS:
+            return
+        shown = repr(found)[:60] if found is not None else "no format"
+        raise BundleFormatUnsupported(
+            f"{MANIFEST_NAME} is bundle format {shown}; this reader supports {', '.join(SUPPORTED_FORMATS)} "
+            f"only (format 2 moved the file list out of the manifest into files/index-NNNNN.jsonl.gz): "
+            f"extract the practice again with the current agent and upload that bundle",
+            file=MANIFEST_NAME, field="format", found=str(found)[:60], supported=BUNDLE_FORMAT)
+
+    @staticmethod
     def _check_paths(data: Any) -> None:
         """Refuse any manifest path outside the documented shapes before anything else is read."""
         if not isinstance(data, dict):
             return
+        index = data.get("file_index")
+        for number, part in enumerate((index.get("parts") or []) if isinstance(index, dict) else []):
+            path = part.get("file") if isinstance(part, dict) else None
+            if isinstance(path, str) and path != file_index_path(number):
+                raise BundleUnsafePath(
+                    f"{MANIFEST_NAME}: file index part {number} is {path[:120]!r}; it must be "
+                    f"{file_index_path(number)} (no '..', no absolute paths); bundle refused",
+                    file=MANIFEST_NAME, field="file_index.parts")
         for table in data.get("tables") or []:
             if not isinstance(table, dict):
                 continue
@@ -385,14 +457,13 @@ class BundleReader:
         rows = self._parse_part(entry, part_entry)
         model = row_model(table)
         key_name = get_table(table).key
-        file_columns = [c.name for c in get_table(table).columns if c.kind == "sha256"]
         last = len(rows) if last_line is None else min(last_line, len(rows))
         for number in range(max(first_line, 1), last + 1):
             obj = rows[number - 1]
-            yield self._validate(table, part_entry.file, number, obj, model, key_name, file_columns)
+            yield self._validate(table, part_entry.file, number, obj, model, key_name)
 
     def _validate(self, table: str, file: str, line: int, obj: dict[str, Any], model: type[RowModel],
-                  key_name: str, file_columns: list[str]) -> LoadedRow | QuarantinedRow:
+                  key_name: str) -> LoadedRow | QuarantinedRow:
         key = obj.get(key_name)
         key = key if isinstance(key, str) and key else None
         problems: list[Problem] = []
@@ -407,10 +478,6 @@ class BundleReader:
                 where = ".".join(str(p) for p in error["loc"]) or "(row)"
                 problems.append(Problem(where, error["msg"], error["type"]))
             row = None
-        for name in file_columns:
-            digest = obj.get(name)
-            if digest is not None and digest not in self._files:
-                problems.append(Problem(name, "the file is not in the bundle's file list", "file_not_listed"))
         if problems or row is None:
             return QuarantinedRow(table, file, line, key, tuple(problems))
         return LoadedRow(table, file, line, key or "", row)
@@ -444,29 +511,109 @@ class BundleReader:
             raise BundleCorrupt(f"{file} line {number} lacks {'/'.join(fields)}", file=file, line=number)
         return item
 
-    def iter_file(self, sha256: str) -> Iterator[bytes]:
-        """The chunks of one listed binary (KeyError if the manifest does not list it)."""
-        if sha256 not in self._files:
-            raise KeyError(f"file {sha256} is not listed in the manifest")
+    # -- the file index (format 2) ----------------------------------------------------------------
+    def iter_files(self) -> Iterator[FileEntry]:
+        """Every binary of the file index, in sha256 order, read one part at a time (never whole).
+
+        Each part is checked whole (size, sha256, gzip, line count) before its first line is handed
+        out, and each line for its shape, for strictly rising sha256 (sorted, no repeats across
+        parts) and, at the end, the lines' total size against the manifest. Raises BundleRefused
+        subclasses naming the index part and line."""
+        index = self.manifest.file_index
+        previous = ""
+        total = 0
+        self.index_stats.passes += 1
+        for part in index.parts:
+            lines = self._read_part(part)
+            self.index_stats.parts_read += 1
+            self.index_stats.lines_held_max = max(self.index_stats.lines_held_max, len(lines))
+            for number, line in enumerate(lines, start=1):
+                entry = self._index_line(part.file, number, line)
+                if entry.sha256 <= previous:
+                    why = "lists a file twice" if entry.sha256 == previous else "is not sorted by sha256"
+                    raise BundleCorrupt(f"{part.file} line {number}: the file index {why}; {RETRY_HINT}",
+                                        file=part.file, line=number, field="sha256")
+                previous = entry.sha256
+                total += entry.bytes
+                yield entry
+            del lines
+        if total != index.bytes:
+            raise BundleRowCountMismatch(f"{MANIFEST_NAME}: file_index.bytes is {index.bytes}, the index's lines add up "
+                                         f"to {total}; {RETRY_HINT}", file=MANIFEST_NAME, field="file_index.bytes")
+
+    @staticmethod
+    def _index_line(file: str, number: int, line: bytes) -> FileEntry:
+        """One index line as a FileEntry, checked by hand (a pydantic validation per line would cost
+        more than the rest of the pass)."""
         try:
-            yield from self.store.iter_chunks(f"files/{sha256}")
+            item = _DECODE(line.decode("utf-8"))
+        except ValueError:
+            raise BundleCorrupt(f"{file} line {number} is not JSON", file=file, line=number) from None
+        if type(item) is not dict or item.keys() != {"sha256", "bytes", "media_type"}:
+            raise BundleCorrupt(f"{file} line {number} must be an object with exactly sha256, bytes, media_type",
+                                file=file, line=number)
+        sha, size, media = item["sha256"], item["bytes"], item["media_type"]
+        if type(sha) is not str or not SHA256_RE.match(sha):
+            raise BundleCorrupt(f"{file} line {number} sha256: not 64 lowercase hex digits", file=file, line=number,
+                                field="sha256")
+        if type(size) is not int or size < 0:
+            raise BundleCorrupt(f"{file} line {number} bytes: not a non-negative integer", file=file, line=number,
+                                field="bytes")
+        if type(media) is not str or not media:
+            raise BundleCorrupt(f"{file} line {number} media_type: not a non-empty string", file=file, line=number,
+                                field="media_type")
+        return FileEntry.model_construct(sha256=sha, bytes=size, media_type=media)
+
+    def _chunks(self, sha256: str) -> Iterator[bytes]:
+        if not isinstance(sha256, str) or not SHA256_RE.match(sha256):
+            raise KeyError("not a sha256 (64 lowercase hex digits): no such bundle file")
+        path = f"files/{sha256}"
+        try:
+            yield from self.store.iter_chunks(path)
         except FileNotFoundError:
-            raise BundleFileMissing(f"files/{sha256} is listed in the manifest but missing; {RETRY_HINT}",
-                                    file=f"files/{sha256}") from None
+            raise BundleFileMissing(f"{path} is referenced but missing from the bundle; {RETRY_HINT}",
+                                    file=path) from None
+
+    def iter_file(self, sha256: str) -> Iterator[bytes]:
+        """The chunks of one binary, its content checked against its name as it is read: after the
+        last chunk, BundleHashMismatch if the bytes are not the sha256 they are stored under (so a
+        caller that joins the chunks never uses a damaged file). KeyError for a malformed digest.
+
+        That the index lists the digest is `verify()`'s check, not this one's (no whole index here)."""
+        sha = hashlib.sha256()
+        for chunk in self._chunks(sha256):
+            sha.update(chunk)
+            yield chunk
+        if sha.hexdigest() != sha256:
+            raise BundleHashMismatch(f"files/{sha256}: content does not match its name; {RETRY_HINT}",
+                                     file=f"files/{sha256}")
 
     # -- whole bundle --------------------------------------------------------------------------
-    def verify(self, check_files: bool = True, max_quarantined: int = 10_000) -> BundleReport:
-        """Check every part, key list, change list and (by default) binary against the manifest, and
-        validate every row. Raises the first BundleRefused found; otherwise returns the counts and the
-        quarantined rows (the first `max_quarantined` of them kept, so memory stays bounded; the
-        counts are always exact). Nothing should be loaded from a bundle before this returns."""
+    def verify(self, check_files: bool = True, max_quarantined: int = 10_000,
+               file_check_batch: int = FILE_CHECK_BATCH) -> BundleReport:
+        """Check every part, key list, change list, the file index and (by default) every binary
+        against the manifest, and validate every row. Raises the first BundleRefused found; otherwise
+        returns the counts and the quarantined rows (the first `max_quarantined` of them kept, so
+        memory stays bounded; the counts are always exact). Nothing should be loaded from a bundle
+        before this returns.
+
+        Every loaded row's binary must be in the file index with the size and media type the row
+        states: checked in batches of `file_check_batch` digests, one index pass per batch (see the
+        module docstring); a miss raises BundleFileNotIndexed naming the row's file, line and field."""
         report = BundleReport(self.manifest.bundle_id, self.manifest.kind)
+        pending = FileReferenceCheck(self, file_check_batch)
         for entry in self.manifest.tables:
             counts = TableReport(rows=entry.rows)
+            file_columns = [c.name for c in get_table(entry.name).columns if c.kind == "sha256"]
             for index in range(len(entry.parts)):
                 for item in self.iter_part(entry.name, index):
                     if isinstance(item, LoadedRow):
                         counts.loaded += 1
+                        for name in file_columns:
+                            digest = getattr(item.row, name, None)
+                            if digest is not None:
+                                pending.add(digest, item.file, item.line, name, getattr(item.row, "file_bytes", None),
+                                            getattr(item.row, "media_type", None))
                     else:
                         counts.quarantined += 1
                         if len(report.quarantined) < max_quarantined:
@@ -474,29 +621,88 @@ class BundleReader:
             for listing in (*entry.keys, *entry.changes):
                 self._read_part(listing)  # size, sha256, gzip and line count
             report.tables[entry.name] = counts
+        report.files_indexed = pending.finish()  # the last pass also checks the whole index
         if check_files:
             report.files_checked = self.verify_files()
         return report
 
     def verify_files(self, concurrency: int = 8) -> int:
-        """Hash every listed binary (several at a time: each is one round trip); raises
-        BundleFileMissing / BundleHashMismatch naming the first bad file. Returns how many were checked."""
+        """Hash every binary the index lists (several at a time: each is one round trip), streaming
+        the index; raises BundleFileMissing / BundleHashMismatch naming the first bad file. Returns
+        how many were checked."""
         from concurrent.futures import ThreadPoolExecutor
 
-        def check(listed: Any) -> None:
+        def check(listed: FileEntry) -> None:
             sha = hashlib.sha256()
             size = 0
-            for chunk in self.iter_file(listed.sha256):
+            for chunk in self._chunks(listed.sha256):
                 sha.update(chunk)
                 size += len(chunk)
             if sha.hexdigest() != listed.sha256 or size != listed.bytes:
-                raise BundleHashMismatch(f"files/{listed.sha256}: content does not match its name and manifest "
-                                         f"size; {RETRY_HINT}", file=f"files/{listed.sha256}")
+                raise BundleHashMismatch(f"files/{listed.sha256}: content does not match its name and the file "
+                                         f"index's size; {RETRY_HINT}", file=f"files/{listed.sha256}")
 
-        files = self.manifest.files
         window = max(1, concurrency) * 4  # bounded: Executor.map would queue every file at once
+        checked = 0
+        batch: list[FileEntry] = []
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            for start in range(0, len(files), window):
-                for _ in pool.map(check, files[start : start + window]):
-                    pass
-        return len(files)
+            for listed in self.iter_files():
+                batch.append(listed)
+                if len(batch) >= window:
+                    for _ in pool.map(check, batch):
+                        pass
+                    checked += len(batch)
+                    batch = []
+            for _ in pool.map(check, batch):
+                pass
+            checked += len(batch)
+        return checked
+
+
+class FileReferenceCheck:
+    """`verify()`'s bounded batch of row digests waiting for a pass over the file index: `add` each
+    loaded row's digest (with the size and media type the row states), `finish` at the end. Raises
+    BundleFileNotIndexed naming the earliest row whose file the index lacks or describes otherwise."""
+
+    def __init__(self, reader: BundleReader, limit: int = FILE_CHECK_BATCH) -> None:
+        self.reader, self.limit = reader, max(1, limit)
+        self.waiting: dict[str, tuple[str, int, str, int | None, str | None]] = {}
+        self.passes = 0
+        self.indexed = 0
+
+    def add(self, digest: str, file: str, line: int, column: str, size: int | None, media: str | None) -> None:
+        if digest in self.waiting:
+            return
+        self.waiting[digest] = (file, line, column, size, media)
+        stats = self.reader.index_stats
+        stats.batch_max = max(stats.batch_max, len(self.waiting))
+        if len(self.waiting) >= self.limit:
+            self._pass()
+
+    def finish(self) -> int:
+        """The last pass (always one, so the index is checked even when no row names a file)."""
+        self._pass()
+        return self.indexed
+
+    def _pass(self) -> None:
+        waiting = self.waiting
+        self.indexed = 0
+        for entry in self.reader.iter_files():
+            self.indexed += 1
+            found = waiting.pop(entry.sha256, None)
+            if found is None:
+                continue
+            file, line, column, size, media = found
+            if size is not None and size != entry.bytes:
+                raise BundleFileNotIndexed(f"{file} line {line} {column}: the row says its file has {size} bytes, the "
+                                           f"file index says {entry.bytes}; {RETRY_HINT}", file=file, line=line,
+                                           field=column)
+            if media is not None and media != entry.media_type:
+                raise BundleFileNotIndexed(f"{file} line {line} {column}: the row's media_type differs from the file "
+                                           f"index's; {RETRY_HINT}", file=file, line=line, field=column)
+        if waiting:
+            # insertion order: the first left over is the earliest row that names an unindexed file
+            digest, (file, line, column, _, _) = next(iter(waiting.items()))
+            raise BundleFileNotIndexed(f"{file} line {line} {column}: names files/{digest}, which the file index "
+                                       f"does not list ({len(waiting)} such file(s) in this batch); {RETRY_HINT}",
+                                       file=file, line=line, field=column)

@@ -1,4 +1,4 @@
-"""Generate the bundle's JSON Schema files (manifest + one per table) kept in the repo.
+"""Generate the bundle's JSON Schema files (manifest, a file-index line, one per table) kept in the repo.
 
     python -m shared.dentrix.schema          # rewrite shared/dentrix/schema/*.json
 
@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from shared.dentrix.manifest import Manifest
+from shared.dentrix.manifest import BUNDLE_FORMAT, FileEntry, Manifest
 from shared.dentrix.models import ROW_MODELS
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
@@ -22,11 +22,14 @@ def generate() -> dict[str, str]:
     """file name -> JSON text for every schema file."""
     out: dict[str, str] = {}
     manifest = Manifest.model_json_schema()
-    manifest["$id"] = "bridgework.dentrix-bundle/1/manifest"
+    manifest["$id"] = f"{BUNDLE_FORMAT}/manifest"
     out["manifest.schema.json"] = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    index_line = FileEntry.model_json_schema()
+    index_line["$id"] = f"{BUNDLE_FORMAT}/files/index"
+    out["file_index.schema.json"] = json.dumps(index_line, indent=2, sort_keys=True) + "\n"
     for name, model in ROW_MODELS.items():
         schema = model.model_json_schema()
-        schema["$id"] = f"bridgework.dentrix-bundle/1/tables/{name}"
+        schema["$id"] = f"{BUNDLE_FORMAT}/tables/{name}"
         schema["additionalProperties"] = True  # practice custom columns: see tables.py
         out[f"{name}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     return out

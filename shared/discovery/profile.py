@@ -215,10 +215,9 @@ def profile_bundle(
     keysets = {e.name: _keyset(reader, e) for e in present if e.name in _REFERENCED}
     maps = [t for t in mapping.enabled_tables()]
     ctx = _close_context(reader, mapping, maps, manifest.practice_timezone)
-    file_bytes = {f.sha256: f.bytes for f in manifest.files}
     found = _Findings(id_cap)
 
-    tables = [_profile_table(reader, e, keysets, maps, ctx, file_bytes, settings, found, distinct_cap)
+    tables = [_profile_table(reader, e, keysets, maps, ctx, settings, found, distinct_cap)
               for e in present]
 
     custom = {e.name: [c.name for c in e.columns if c.custom] for e in present if any(c.custom for c in e.columns)}
@@ -233,7 +232,7 @@ def profile_bundle(
     open_claims = OpenClaims(count=found.open_claims.count, billed_cents=found.open_billed, ids=found.open_claims.ids,
                              truncated=found.open_claims.truncated,
                              open_predeterminations=found.open_predeterminations)
-    estimate = _estimate(maps, found, manifest.files, settings)
+    estimate = _estimate(maps, found, manifest.file_index.count, manifest.file_index.bytes, settings)
     report = DiscoveryReport(
         bundle_id=manifest.bundle_id, bundle_kind=manifest.kind, source_product=manifest.source.product,
         source_version=manifest.source.version, practice_timezone=manifest.practice_timezone,
@@ -283,7 +282,7 @@ def _values(item: LoadedRow) -> dict[str, Any]:
 
 
 def _profile_table(reader: BundleReader, entry: TableEntry, keysets: dict[str, KeySet], maps: list[TableMap],
-                   ctx: TransformContext | None, file_bytes: dict[str, int], settings: EstimateSettings,
+                   ctx: TransformContext | None, settings: EstimateSettings,
                    found: _Findings, cap: int) -> TableProfile:
     spec = get_table(entry.name)
     known = {c.name: c.kind for c in spec.columns}
@@ -321,7 +320,7 @@ def _profile_table(reader: BundleReader, entry: TableEntry, keysets: dict[str, K
                 if t.close is not None and ctx is not None and _closes(t, values, ctx):
                     found.closing_writes += 1
         if hooks is not None:
-            hooks(item.key, values, keysets, found, file_bytes, settings)
+            hooks(item.key, values, keysets, found, settings)
     _fold(columns, batch)
     return TableProfile(
         name=entry.name, rows=entry.rows, loaded=loaded, quarantined=quarantined.count,
@@ -377,13 +376,13 @@ def _claim(key: str, v: dict[str, Any], keysets: dict[str, KeySet], f: _Findings
     f.open_billed += v.get("total_billed_cents") or 0
 
 
-def _document(key: str, v: dict[str, Any], keysets: dict[str, KeySet], f: _Findings, file_bytes: dict[str, int],
+def _document(key: str, v: dict[str, Any], keysets: dict[str, KeySet], f: _Findings,
               settings: EstimateSettings) -> None:
     sha = v.get("file_sha256")
     if sha is None:
         return
     f.documents += 1
-    size = file_bytes.get(sha, v.get("file_bytes") or 0)
+    size = v.get("file_bytes") or 0  # the row carries its file's size (checked against the index by verify())
     if not fits_destination(size, settings):
         f.over_limit.add(key)
     pid = v.get("patient_id")
@@ -397,7 +396,10 @@ _HOOKS: dict[str, Any] = {"patient": _patient, "appointment": _appointment, "cla
 # -- estimate and warnings ---------------------------------------------------------------------
 
 
-def _estimate(maps: list[TableMap], f: _Findings, files: list[Any], settings: EstimateSettings) -> TargetEstimate:
+def _estimate(maps: list[TableMap], f: _Findings, files: int, total_bytes: int,
+              settings: EstimateSettings) -> TargetEstimate:
+    """`files`/`total_bytes`: the file index's totals from the manifest (verify() checks them
+    against the index's lines), so the estimate needs no pass over the index."""
     objects = [TargetObject(map=t.name, object=t.object, source_table=t.source_table, target_table=t.target_table,
                             action=t.action, records=f.map_records.get(t.name, 0)) for t in maps]
     by_target: Counter[str] = Counter()
@@ -415,12 +417,11 @@ def _estimate(maps: list[TableMap], f: _Findings, files: list[Any], settings: Es
         loads.append(WriteLoad(name="document_location", records=folders))
     else:
         loads.append(WriteLoad(name="note_attachment", records=f.documents))
-    total_bytes = sum(x.bytes for x in files)
     attachments = Attachments(
-        documents=f.documents, files=len(files), bytes=total_bytes, destination=settings.attachment_destination,
+        documents=f.documents, files=files, bytes=total_bytes, destination=settings.attachment_destination,
         limit_bytes=attachment_limit(settings),
         over_limit=IdList(count=f.over_limit.count, ids=f.over_limit.ids, truncated=f.over_limit.truncated),
-        patient_folders=folders, upload_seconds=estimate_attachment_seconds(len(files), total_bytes, settings),
+        patient_folders=folders, upload_seconds=estimate_attachment_seconds(files, total_bytes, settings),
     )
     return TargetEstimate(objects=objects, records_by_target=dict(sorted(by_target.items())),
                           closing_writes=f.closing_writes, attachments=attachments,

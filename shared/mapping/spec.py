@@ -272,6 +272,11 @@ class TableMap(BaseModel):
     lookups: list[LookupMap] = Field(default_factory=list)
     parties: list[PartyMap] = Field(default_factory=list)
     close: CloseRule | None = None
+    match: list[str] = Field(default_factory=list)
+    """Target columns that find a record already in Dataverse before the migration (`[emailaddress1,
+    birthdate]`): a row with no record under its source key, whose values equal exactly one record that
+    has no source key yet, updates that record (its before-image kept for rollback) instead of creating
+    one. Empty: never match. Strings compare trimmed and case-insensitively, dates by day."""
     doc: str = ""
 
     def selects(self, row: dict[str, Any]) -> bool:
@@ -520,6 +525,7 @@ class _Checker:
             yield self.err(loc + ("owner",), "unknown_source_column", f"{t.source_table} has no column {t.owner}")
         if t.clinical and t.owner is None and t.action in ("upsert",):
             yield self.err(loc + ("owner",), "clinical_needs_owner", "a clinical record needs an owner column")
+        yield from self.match_rule(t, loc, std)
         if t.close is not None:
             if t.target_table != "appointment":
                 yield self.err(loc + ("close",), "close_only_for_appointments", "only appointments are closed")
@@ -549,6 +555,27 @@ class _Checker:
             _c, code = self.source.resolve(t.source_table, party.source)
             if code:
                 yield self.err(ploc + ("source",), code, f"{t.source_table}: bad column path {party.source}")
+
+    def match_rule(self, t: TableMap, loc: tuple[str | int, ...], std: Any) -> Iterator[FieldError]:
+        """A match rule reads the values this map writes, on a table whose records carry the source key."""
+        if not t.match:
+            return
+        if t.action != "upsert":
+            yield self.err(loc + ("match",), "match_needs_upsert", "only an upsert map can match existing records")
+            return
+        if std is not None and not std.custom_columns:
+            yield self.err(loc + ("match",), "match_needs_source_key",
+                           f"{t.target_table} takes no source-key column: a matched record could not be found again")
+        types = {f.target: f.type for f in t.fields}
+        for k, column in enumerate(t.match):
+            if column not in types:
+                yield self.err(loc + ("match", k), "match_column_not_mapped",
+                               f"{column} is not a target column of map {t.name}")
+        if len(set(t.match)) != len(t.match):
+            yield self.err(loc + ("match",), "duplicate_match_column", "a match column is listed twice")
+        if all(column in types for column in t.match) and not any(types[c] == "string" for c in t.match):
+            yield self.err(loc + ("match",), "match_needs_string_column",
+                           "a match rule needs at least one string column (the records are looked up by it)")
 
     def field(self, t: TableMap, f: FieldMap, loc: tuple[str | int, ...], std: Any) -> Iterator[FieldError]:
         sid = self.spec.source_id_column

@@ -247,7 +247,17 @@ def bit_flag(values: list[Any], args: Mapping[str, Any], ctx: TransformContext) 
     return bool(value & (1 << (int(args.get("bit", 1)) - 1)))
 
 
+MONEY_LIMIT_CENTS = 999_999_999_999_999
+"""The largest amount (in cents) sent: 15 significant digits, the most a JSON number (a double) carries
+exactly (74258277869390.54 would arrive as .55; found by fuzzing). Dataverse's own money range,
+-922,337,203,685,477 .. 922,337,203,685,477, is wider; no practice's amount comes near either."""
+
+
 def _money(cents: int) -> float:
+    # Beyond it a value would arrive changed, or out of Dataverse's range fail its whole batch (and past
+    # 28 digits crash the Decimal below, found by fuzzing): refuse it as this row's problem instead.
+    if abs(cents) > MONEY_LIMIT_CENTS:
+        raise TransformFailed("money_out_of_range")
     # A JSON number with exactly the cents' digits: the shortest repr of the nearest double to
     # d.cc is "d.cc", so json.dumps writes what Decimal would (checked by a property test).
     return float(dn.cents_to_decimal(cents))
@@ -354,7 +364,7 @@ def appointment_start(values: list[Any], args: Mapping[str, Any], ctx: Transform
         return None
     try:
         local = dn.appointment_start(str(date).strip(), int(hour), int(minute))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # OverflowError: an infinite hour (found by fuzzing)
         raise TransformFailed("bad_appointment_time") from None
     return None if local is None else _to_utc(local, ctx.practice_timezone)
 

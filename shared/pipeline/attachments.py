@@ -19,7 +19,9 @@ from shared.dentrix.reader import BundleReader, LoadedRow, QuarantinedRow
 from shared.mapping.rows import derived_id, make_context, source_id, transform_row
 from shared.mapping.spec import MappingSpec, TableMap
 from shared.pipeline.bundle import open_bundle
+from shared.pipeline.file_stamps import stamp, store_stamps
 from shared.pipeline.mapping import approved_mapping
+from shared.pipeline.sample_scope import SampleScope, in_sample
 from shared.pipeline.target import dataverse_client
 from shared.runtime import Runtime
 from shared.sharepoint.client import GraphClient, GraphConfig
@@ -74,8 +76,10 @@ async def _library(graph: GraphClient, dv: DataverseClient, site: str) -> Librar
     return LibraryTarget(drive_id=drive["id"], folder_item_id=folder["id"], parent_location_id=location)
 
 
-async def copy_attachments(rt: Runtime, migration: Migration, part: int) -> AttachmentInfo:
-    """Copy the files of one part of the document table; safe to run twice (replace + upserts)."""
+async def copy_attachments(rt: Runtime, migration: Migration, part: int, *,
+                           sample: SampleScope | None = None) -> AttachmentInfo:
+    """Copy the files of one part of the document table; safe to run twice (replace + upserts).
+    `sample`: only the sampled patients' documents (the sample run; the full run copies them again)."""
     mapping = approved_mapping(rt, migration)
     spec = mapping.spec
     table_map = _document_map(spec)
@@ -86,14 +90,15 @@ async def copy_attachments(rt: Runtime, migration: Migration, part: int) -> Atta
     patient_column = _patient_column(table_map)
     counts = {"created": 0, "skipped": 0, "failed": 0}
     entries: list[JournalEntry] = []
+    stamps: dict[str, dict[str, Any]] = {}
 
     def journal(sid: str, action: TAction, **fields: Any) -> None:
         key = "created" if action in ("created", "updated") else action
         counts[key] = counts.get(key, 0) + 1
         entries.append(JournalEntry(migration_id=migration.migration_id, table=table_map.name, source_id=sid,
-                                    action=action, batch=f"{table_map.name}/{part}", at=now(), **fields))
+                                    action=action, batch=f"{'sample:' if sample else ''}{table_map.name}/{part}", at=now(),
+                                    **fields))
 
-    sizes = {entry.sha256: entry.bytes for entry in reader.manifest.files}
     to_notes = migration.target.attachments == "notes" or not migration.target.sharepoint_site
     limit = rt.settings.note_attachment_limit if to_notes else SHAREPOINT_FILE_LIMIT
     async with dataverse_client(rt, migration) as dv:
@@ -109,6 +114,9 @@ async def copy_attachments(rt: Runtime, migration: Migration, part: int) -> Atta
         context = make_context(spec, reader.manifest.practice_timezone)
         try:
             for item in reader.iter_part(table_map.source_table, part):
+                if sample is not None and (not isinstance(item, LoadedRow) or not in_sample(
+                        table_map.source_table, item.row.model_dump(), sample)):
+                    continue  # not the sample's (quarantined rows wait for the full run)
                 if isinstance(item, QuarantinedRow):
                     journal(item.key or f"{item.file}:{item.line}", "quarantined",
                             code=",".join(sorted({p.code for p in item.problems})),
@@ -122,7 +130,9 @@ async def copy_attachments(rt: Runtime, migration: Migration, part: int) -> Atta
                     journal(sid, "skipped", code="no_file_or_patient",
                             reason="the document names no file or no patient")
                     continue
-                size = sizes.get(digest, 0)
+                # the row carries its file's size (format 2: no whole file index in memory);
+                # verify() at discovery checked it against the index, and iter_file re-checks the hash
+                size = int(row.get("file_bytes") or 0)
                 if to_notes:  # the note limit applies to the Base64 text Dataverse stores
                     size = 4 * ((size + 2) // 3)
                 if size > limit:
@@ -156,11 +166,17 @@ async def copy_attachments(rt: Runtime, migration: Migration, part: int) -> Atta
                         content_type=str(row.get("media_type") or "application/octet-stream"))
                     journal(sid, "created", target_table="sharepoint", target_id=result.file_item_id,
                             origin="created", code=result.location_id)
+                    # The file as uploaded: rollback deletes it only if nobody edited it since (file_stamps.py).
+                    uploaded = await graph.get_or_none(f"drives/{library.drive_id}/items/{result.file_item_id}")
+                    if uploaded is not None:
+                        stamps[result.file_item_id] = stamp(uploaded)
         finally:
             if graph is not None:
                 await graph.aclose()
+    store_stamps(rt, migration.migration_id, f"{'sample:' if sample else ''}{table_map.name}/{part}", stamps)
     rt.journal.record(entries)
-    rt.migrations.record_progress(migration.migration_id, f"attachments:{part}", "done", counts)
+    stage = f"attachments:{part}" if sample is None else f"sample-attachments:{part}"
+    rt.migrations.record_progress(migration.migration_id, stage, "done", counts)
     return AttachmentInfo(part=part, copied=counts["created"], skipped=counts["skipped"] + counts.get("quarantined", 0),
                           failed=counts["failed"])
 

@@ -6,6 +6,9 @@ writer (UpsertMultiple by source key, `$batch` elsewhere), closes finished appoi
 write, and records one journal entry per row: created / updated / skipped / quarantined / failed,
 with the Dataverse id or the reason. `bind_deferred` writes the lookups a cycle held back.
 Everything is idempotent: writes are upserts by source key, journal rows are keyed by source id.
+A map with a `match` rule first looks for records that were in Dataverse before the migration
+(shared/pipeline/preexisting.py): one match is updated by id with its before-image kept (origin
+`preexisting`), several are left alone and the row is written as its own record (`ambiguous_match`).
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shared.dataverse.client import DataverseClient
+from shared.dataverse.client import DataverseClient, odata_literal
 from shared.dataverse.schema import read_table
-from shared.dataverse.writer import BulkWriter, TableTarget, WriteRow
+from shared.dataverse.writer import BulkWriter, TableTarget, WriteRow, row_id
 from shared.dentrix.reader import BundleReader, LoadedRow, QuarantinedRow
 from shared.mapping.graph import plan_loads
 from shared.mapping.rows import (
@@ -37,6 +40,9 @@ from shared.mapping.spec import MappingSpec, TableMap
 from shared.mapping.transforms import TransformContext
 from shared.pipeline.bundle import open_bundle
 from shared.pipeline.mapping import approved_mapping
+from shared.pipeline.overlay import CurrentSource, chain_for, children_for
+from shared.pipeline.preexisting import ImageReader, Matches, find_matches, store_images, write_matched
+from shared.pipeline.sample_scope import SampleScope, in_sample
 from shared.pipeline.schema import stored_plan
 from shared.pipeline.target import dataverse_client
 from shared.runtime import Runtime
@@ -196,34 +202,68 @@ def _target(spec: MappingSpec, table_map: TableMap, context: TransformContext, p
                        create_only=tuple(sorted(create_only_columns())))
 
 
+def _current_source(rt: Runtime, migration: Migration, spec: MappingSpec, bundle_id: str | None
+                    ) -> CurrentSource | None:
+    """For a delta: the source as it is after the deltas applied so far and this one (None for the full load)."""
+    if not bundle_id or bundle_id == migration.bundle_id:
+        return None
+    return CurrentSource(rt, migration, chain_for(migration, bundle_id))
+
+
 # -- one batch -----------------------------------------------------------------------------------------
 
 
 async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int, *,
-                     bundle_id: str | None = None) -> BatchInfo:
+                     bundle_id: str | None = None, sample: SampleScope | None = None,
+                     over_sample: SampleScope | None = None, keys: list[str] | None = None) -> BatchInfo:
     """Load one part of one table map; safe to run twice (upserts by source key, journal by source id).
 
     The rows come from the migration's full bundle, or from `bundle_id` (a delta bundle during cutover);
-    the transform context (reference tables, owners) always comes from the full bundle."""
+    the transform context (reference tables, owners) always comes from the full bundle.
+    `sample`: the sample run, only the rows `in_sample` (batch `sample:<map>/<part>`, progress under
+    `sample:`; quarantined rows wait for the full run). `over_sample`: the full run right after that
+    sample: it upserts over the sample's records and still reports the ones the sample created as
+    `created` (the same run created them). `keys` (with a delta's `bundle_id`): instead of a part, these rows
+    of the current source (shared/pipeline/overlay.py), parents whose children alone changed in the delta."""
     mapping = approved_mapping(rt, migration)
     spec = mapping.spec
     table_map = spec.table(map_name)
     reader = open_bundle(rt, migration)
     rows_reader = open_bundle(rt, migration, bundle_id) if bundle_id else reader
-    batch = f"{map_name}/{part}" if not bundle_id else f"{bundle_id}:{map_name}/{part}"
+    batch = f"{map_name}/{part}" if not bundle_id else f"{bundle_id}:{map_name}/{'parents-' if keys else ''}{part}"
+    delta = bool(bundle_id) and bundle_id != migration.bundle_id
+    if sample is not None:
+        batch = f"sample:{map_name}/{part}"
     counts: dict[str, int] = {}
     entries: list[JournalEntry] = []
+    sampled: set[str] = set()
+    """Source ids of this batch the sample run wrote (only with `over_sample`)."""
 
     def journal(sid: str, action: TAction, *, target_id: str | None = None, code: str | None = None,
-                reason: str | None = None, origin: TOrigin = "none") -> None:
+                reason: str | None = None, origin: TOrigin = "none", before_image: str | None = None) -> None:
+        if action in ("updated", "unchanged") and origin == "created" and sid in sampled:
+            action = "created"  # the sample created it earlier in this very run (see `over_sample`)
+        if action in ("updated", "unchanged") and origin == "created" and not delta:
+            # This migration created the record: a re-run, a duplicate delivery of this batch or a write
+            # retried after a lost answer does not make it an update (found by the chaos run).
+            action = "created"
         counts[action] = counts.get(action, 0) + 1
         entries.append(JournalEntry(migration_id=migration.migration_id, table=map_name, source_id=sid,
                                     target_table=table_map.target_table, target_id=target_id, action=action,
-                                    origin=origin, batch=batch, at=now(), code=code, reason=reason))
+                                    origin=origin, batch=batch, at=now(), code=code, reason=reason,
+                                    before_image=before_image))
 
     async with dataverse_client(rt, migration) as client:
         context = await _context(rt, migration, client, reader, spec)
-        items = list(rows_reader.iter_part(table_map.source_table, part))
+        current = _current_source(rt, migration, spec, bundle_id)
+        if current is not None:  # a delta: its rows' parents as the practice holds them now (new patients too)
+            context = dataclasses.replace(context, cache={}, parent_ids=current.parent_ids(
+                spec, _loaded_maps(spec), context.parent_ids))
+        items = (current.items(table_map.source_table, set(keys)) if keys is not None and current is not None
+                 else list(rows_reader.iter_part(table_map.source_table, part)))
+        if sample is not None:
+            items = [item for item in items if isinstance(item, LoadedRow)
+                     and in_sample(table_map.source_table, item.row.model_dump(), sample)]
         selected: list[LoadedRow] = []
         for item in items:
             if isinstance(item, QuarantinedRow):
@@ -238,11 +278,18 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
                 journal(item.key, "skipped", code="not_mapped",
                         reason=f"no map selects this {table_map.source_table} row")
         own_ids = {item.key for item in selected}
+        for item in selected if over_sample is not None else []:
+            values = item.row.model_dump()
+            if in_sample(table_map.source_table, values, over_sample):
+                sampled.add(record_key(table_map, values, context) or item.key)
         if child_tables_of(table_map):  # a per-batch copy: batches of one process share the context
-            context = dataclasses.replace(context, children=_children_for(reader, table_map, own_ids), cache={})
+            children = (_children_for(reader, table_map, own_ids) if current is None
+                        else children_for(current, child_tables_of(table_map), own_ids))
+            context = dataclasses.replace(context, children=children, cache={})
 
         deferred_navs = {d.nav for d in _deferred(rt, migration) if d.table == map_name}
         rows: list[WriteRow] = []
+        full_payloads: dict[str, dict[str, Any]] = {}
         closing: dict[str, dict[str, int]] = {}
         for item in selected:
             row = item.row.model_dump()
@@ -253,6 +300,7 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
                 journal(sid, "quarantined", code=",".join(sorted({e.code for e in fatal})),
                         reason="fields: " + ",".join(sorted({str(e.loc[-1]) for e in fatal})))
                 continue
+            full_payloads[sid] = payload  # deferred lookups included: their old values belong in a before-image
             payload, _ = split_deferred(payload, deferred_navs)
             payload.pop(spec.source_id_column, None)
             rows.append(WriteRow(source_key=sid, values=payload))
@@ -264,31 +312,119 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
         target = _target(spec, table_map, context, primary_ids)
         origins = rt.journal.existing_origins(migration.migration_id, map_name, [r.source_key for r in rows])
         closed_before = {sid for sid, origin in origins.items() if sid in closing}
+        if closed_before:  # a write started but never journaled may or may not have closed the record
+            unfinished = _unfinished(rt, migration, map_name, closed_before)
+            closed_before -= unfinished - await _closed_now(client, target, unfinished)
         # A closed appointment is read-only in Dataverse: a re-run leaves it as it is.
         to_write = [r for r in rows if r.source_key not in closed_before]
+        # ... and keeps its target id in the journal (the sample run, or an earlier run, wrote it).
+        closed_ids = _journaled_target_ids(rt, migration, map_name, closed_before) if closed_before else {}
         for sid in sorted(closed_before):
-            journal(sid, "unchanged", reason="closed activity: read-only after completion",
-                    origin=origins[sid])
-        report = await BulkWriter(client).write(target, to_write) if to_write else None
-        outcomes = report.outcomes if report else []
+            journal(sid, "unchanged", target_id=closed_ids.get(sid),
+                    reason="closed activity: read-only after completion", origin=origins[sid])
+        # Records that were there before the migration: matched, imaged, written by id (shared/pipeline/preexisting.py).
+        found, images = await _preexisting(rt, migration, client, spec, table_map, target, to_write, origins,
+                                           full_payloads, batch)
+        matched_rows = [r for r in to_write if r.source_key in found.matched]
+        to_write = [r for r in to_write if r.source_key not in found.matched]
         written_ids: dict[str, str] = {}
+        for done in await write_matched(client, target, matched_rows, found.matched):
+            if not done.ok:
+                journal(done.source_key, "failed", code=done.code,
+                        reason=f"Dataverse refused the update of the matching record (HTTP {done.status})")
+                continue
+            written_ids[done.source_key] = done.target_id
+            journal(done.source_key, "updated", target_id=done.target_id, origin="preexisting",
+                    before_image=images.get(done.source_key))
+        announced: set[str] = set()
+
+        async def before_create(keys: list[str]) -> None:
+            # Write-ahead: rows about to be created are journaled (origin created, code write_in_progress)
+            # before the request goes out, so a host stopped between the write and the journal cannot turn
+            # them into updates of unknown origin that a rollback would leave behind (found by the chaos run).
+            fresh = [k for k in keys if k not in origins and k not in announced]
+            announced.update(keys)
+            if fresh:
+                rt.journal.record([JournalEntry(
+                    migration_id=migration.migration_id, table=map_name, source_id=k,
+                    target_table=table_map.target_table, action="failed", origin="created", batch=batch, at=now(),
+                    target_id=None if target.key_column else row_id(target.logical_name, k),
+                    code=WRITE_IN_PROGRESS, reason="the write started; its outcome was not recorded") for k in fresh])
+
+        report = await BulkWriter(client).write(target, to_write, before_create=before_create) if to_write else None
+        outcomes = report.outcomes if report else []
         for outcome in outcomes:
             if outcome.action == "failed":
+                # An earlier attempt of this migration may have created the record: keep that origin, or a
+                # rollback would leave it behind (a record never created is simply already gone then).
                 journal(outcome.source_key, "failed", code=outcome.error_code,
-                        reason=f"Dataverse refused the record (HTTP {outcome.status})")
+                        reason=f"Dataverse refused the record (HTTP {outcome.status})",
+                        origin="created" if origins.get(outcome.source_key) == "created"
+                        or outcome.source_key in announced else "none")
                 continue
             origin: TOrigin = origins.get(outcome.source_key) or (
-                "created" if outcome.action == "created" else "none")
+                "created" if outcome.action == "created" or outcome.source_key in announced else "none")
             if table_map.action == "update":
-                origin = "none"
+                origin = "preexisting" if outcome.source_key in images else "none"
             written_ids[outcome.source_key] = outcome.target_id or ""
-            journal(outcome.source_key, outcome.action, target_id=outcome.target_id, origin=origin)
+            ambiguous = found.ambiguous.get(outcome.source_key)
+            flag = (f"{ambiguous} candidates match on {','.join(table_map.match)}: written as its own record"
+                    if ambiguous else found.flagged.get(outcome.source_key))
+            journal(outcome.source_key, outcome.action, target_id=outcome.target_id, origin=origin,
+                    before_image=images.get(outcome.source_key) if origin == "preexisting" else None,
+                    code="ambiguous_match" if flag is not None else None, reason=flag)
         await _close(client, target, {sid: state for sid, state in closing.items() if sid in written_ids})
     rt.journal.record(entries)
-    rt.migrations.record_progress(migration.migration_id, f"load:{batch}", "done", counts)
+    rt.migrations.record_progress(migration.migration_id, f"load:{batch}" if sample is None else batch, "done", counts)
     log.info("migration %s: %s loaded (%s)", migration.migration_id, batch,
              ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return BatchInfo(table=map_name, part=part, counts=counts)
+
+
+async def _preexisting(rt: Runtime, migration: Migration, client: DataverseClient, spec: MappingSpec,
+                       table_map: TableMap, target: TableTarget, rows: list[WriteRow], origins: dict[str, TOrigin],
+                       payloads: dict[str, dict[str, Any]], batch: str) -> tuple[Matches, dict[str, str]]:
+    """Matches of rows never written by this migration (maps with a match rule), and the before-image
+    references of every pre-existing record this batch writes: the first one journaled is kept, a new
+    one is read just before the record's first write (a matched record, or the pre-existing parent
+    record an update map writes into)."""
+    mid = migration.migration_id
+    found = Matches()
+    images: dict[str, str] = {}
+    if not target.key_column or not rows:
+        return found, images
+    wanted = {r.source_key for r in rows}
+    # Earlier rows' images (and ambiguity flags) are read only when a row was written before: a first run skips it.
+    if any(origins.get(sid) == "preexisting" or (table_map.match and origins.get(sid) == "created")
+           for sid in wanted):
+        for entry in rt.journal.entries(mid, table_map.name):
+            if entry.source_id not in wanted:
+                continue
+            if entry.origin == "preexisting" and entry.before_image:
+                images[entry.source_id] = entry.before_image
+            elif entry.code == "ambiguous_match" and entry.origin == "created":
+                found.flagged[entry.source_id] = entry.reason or ""  # a re-run keeps the duplicate's flag
+    reader = ImageReader(client, target, spec.publisher_prefix)
+    skip = set(target.create_only)
+    if table_map.match:
+        flagged = found.flagged
+        found = await find_matches(client, target, table_map,
+                                   [r for r in rows if origins.get(r.source_key) in (None, "none")])
+        found.flagged = flagged
+        if found.matched:
+            # The source key is part of the image (null before): rollback takes it off again.
+            fresh = await reader.read(target.primary_id, found.matched,
+                                      {sid: {**payloads.get(sid, {}), target.key_column: sid} for sid in found.matched},
+                                      skip=skip)
+            images.update({sid: ref for sid, ref in store_images(rt, mid, batch, fresh).items() if sid not in images})
+    elif table_map.action == "update" and table_map.key.parent and spec.table(table_map.key.parent).match:
+        parents = rt.journal.existing_origins(mid, table_map.key.parent, wanted)
+        missing = sorted(sid for sid in wanted if parents.get(sid) == "preexisting" and sid not in images)
+        if missing:
+            fresh = await reader.read(target.key_column, {sid: sid for sid in missing},
+                                      {sid: payloads.get(sid, {}) for sid in missing}, skip=skip | {target.key_column})
+            images.update(store_images(rt, mid, batch, fresh))
+    return found, images
 
 
 async def _close(client: DataverseClient, target: TableTarget, states: dict[str, dict[str, int]]) -> None:
@@ -296,6 +432,39 @@ async def _close(client: DataverseClient, target: TableTarget, states: dict[str,
     for sid, state in sorted(states.items()):
         key = {target.key_column: sid} if target.key_column else sid
         await client.update(target.entity_set, key, state)
+
+
+WRITE_IN_PROGRESS = "write_in_progress"
+"""Journal code of a row whose write started and whose outcome was never recorded (see `before_create`)."""
+
+
+def _unfinished(rt: Runtime, migration: Migration, map_name: str, source_ids: set[str]) -> set[str]:
+    """Rows among these whose journal entry is still a write-ahead (their batch stopped mid-way) or a
+    failure: whether their record was written and closed is read from Dataverse, not assumed."""
+    return {entry.source_id for entry in rt.journal.entries(migration.migration_id, map_name)
+            if entry.source_id in source_ids and (entry.code == WRITE_IN_PROGRESS or entry.action == "failed")}
+
+
+async def _closed_now(client: DataverseClient, target: TableTarget, source_ids: set[str]) -> set[str]:
+    """Rows among these whose record exists and is no longer open (statecode other than 0)."""
+    if not source_ids:
+        return set()
+    column = target.key_column or target.primary_id
+    by_value = {(sid if target.key_column else row_id(target.logical_name, sid)): sid for sid in source_ids}
+    values = ",".join(odata_literal(v) for v in sorted(by_value))
+    closed: set[str] = set()
+    async for row in client.query(target.entity_set, select=sorted({column, "statecode"}),
+                                  filter=f"Microsoft.Dynamics.CRM.In(PropertyName={odata_literal(column)},"
+                                         f"PropertyValues=[{values}])"):
+        if row.get("statecode") not in (0, None):
+            closed.add(by_value[str(row[column]).lower() if not target.key_column else str(row[column])])
+    return closed
+
+
+def _journaled_target_ids(rt: Runtime, migration: Migration, map_name: str, source_ids: set[str]) -> dict[str, str]:
+    """The target ids the journal already holds for these rows of a map."""
+    return {entry.source_id: entry.target_id for entry in rt.journal.entries(migration.migration_id, map_name)
+            if entry.source_id in source_ids and entry.target_id}
 
 
 def _deferred(rt: Runtime, migration: Migration) -> list[Any]:
@@ -306,20 +475,30 @@ def _deferred(rt: Runtime, migration: Migration) -> list[Any]:
     return LoadPlan.model_validate(rt.artifacts.get_json(migration.migration_id, LOAD_PLAN)).deferred
 
 
-async def bind_deferred(rt: Runtime, migration: Migration, map_name: str, part: int) -> BatchInfo:
-    """Second pass: write the lookups a dependency cycle held back (guarantor -> contact, for example)."""
+async def bind_deferred(rt: Runtime, migration: Migration, map_name: str, part: int, *,
+                        bundle_id: str | None = None, sample: SampleScope | None = None) -> BatchInfo:
+    """Second pass: write the lookups a dependency cycle held back (guarantor -> contact, for example).
+    Rows come from the full bundle, or from `bundle_id` (a delta during cutover); `sample`: only the
+    sample run's rows (progress under `sample-bind:`)."""
     spec = approved_mapping(rt, migration).spec
     table_map = spec.table(map_name)
     navs = {d.nav for d in _deferred(rt, migration) if d.table == map_name}
     reader = open_bundle(rt, migration)
+    rows_reader = open_bundle(rt, migration, bundle_id) if bundle_id else reader
     counts: dict[str, int] = {}
     async with dataverse_client(rt, migration) as client:
         context = await _context(rt, migration, client, reader, spec)
+        current = _current_source(rt, migration, spec, bundle_id)
+        if current is not None:
+            context = dataclasses.replace(context, cache={}, parent_ids=current.parent_ids(
+                spec, _loaded_maps(spec), context.parent_ids))
         target = _target(spec, table_map, context, {})
-        for item in reader.iter_part(table_map.source_table, part):
+        for item in rows_reader.iter_part(table_map.source_table, part):
             if not isinstance(item, LoadedRow) or not table_map.selects(item.row.model_dump()):
                 continue
             row = item.row.model_dump()
+            if sample is not None and not in_sample(table_map.source_table, row, sample):
+                continue
             payload, errors = transform_row(table_map, row, context)
             if any(e.fatal for e in errors):
                 continue
@@ -330,5 +509,8 @@ async def bind_deferred(rt: Runtime, migration: Migration, map_name: str, part: 
             key = {target.key_column: sid} if target.key_column else sid
             await client.update(target.entity_set, key, later)
             counts["bound"] = counts.get("bound", 0) + 1
-    rt.migrations.record_progress(migration.migration_id, f"bind:{map_name}/{part}", "done", counts)
+    stage = f"bind:{map_name}/{part}" if not bundle_id else f"bind:{bundle_id}:{map_name}/{part}"
+    if sample is not None:
+        stage = f"sample-bind:{map_name}/{part}"
+    rt.migrations.record_progress(migration.migration_id, stage, "done", counts)
     return BatchInfo(table=map_name, part=part, counts=counts)

@@ -13,9 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from shared.errors import MappingInvalid
 from shared.mapping.proposer import DiscoveryFacts, max_lengths_for, propose, source_contract_for
 from shared.mapping.spec import (
     ApprovedMapping,
+    FieldError,
     MappingSpec,
     approve,
     default_mapping,
@@ -66,9 +68,13 @@ def save_draft(rt: Runtime, migration: Migration, data: dict[str, Any]) -> Mappi
 
     Raises MappingInvalid with every field-level problem; nothing is saved then.
     """
+    sent = data.get("version", 0)
+    if type(sent) is not int:  # int() of "two", a list or 1e400 raised out of here (a 500; found by fuzzing)
+        raise MappingInvalid("mapping is invalid: 1 problem(s)", errors=[FieldError(
+            loc=("version",), code="int_type", message="version must be a whole number").model_dump()])
     facts = _facts(rt, migration.migration_id)
     current = draft(rt, migration)
-    data = {**data, "version": max(int(data.get("version", 0)), int(current.get("version", 0)) + 1)}
+    data = {**data, "version": max(sent, int(current.get("version", 0)) + 1)}
     spec = parse_mapping(data, source_contract_for(facts), max_lengths_for(facts))
     rt.artifacts.put_json(migration.migration_id, DRAFT, spec.model_dump(mode="json"))
     return spec

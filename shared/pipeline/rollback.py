@@ -6,8 +6,10 @@ Steps (the orchestrator runs them in this order, one activity each, see `plan_ro
      leave empty, those document locations; notes (target_table "annotation") are plain deletes;
   2. record maps in the load's dependency order turned around (children before parents): records the
      migration created (origin "created") are deleted; pre-existing records it updated (origin
-     "preexisting") get their before-image written back;
-  3. `verify_rollback`: every journaled created record is gone unless it was deliberately kept.
+     "preexisting", matched by shared/pipeline/preexisting.py) get their before-image written back, in
+     one write with the images of the update maps that also wrote into them;
+  3. with `remove_schema`: `remove_schema` deletes what the schema journal says the build created;
+  4. `verify_rollback`: every journaled created record is gone unless it was deliberately kept.
 After each chunk, the journal rows move to action "deleted" / "restored", so a rollback killed halfway
 and run again carries on where it stopped and touches nothing twice.
 
@@ -17,6 +19,9 @@ versionnumber is above it was changed by someone after the migration's last writ
 not touched and is listed in the report; `override_edited` deletes / restores it anyway. We chose
 versionnumber over `modifiedon` because it does not depend on two clocks agreeing, and the
 migration's own later writes (second-pass lookups, closing appointments) all happen before the mark.
+SharePoint files have no row version: the attachment step keeps each uploaded driveItem's stamp
+(eTag, cTag, lastModifiedDateTime, size, content hashes; shared/pipeline/file_stamps.py) and a file
+that no longer matches it is kept and listed the same way (`edited_after_upload`).
 """
 
 from __future__ import annotations
@@ -32,11 +37,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.connections import target_credential
 from shared.dataverse.client import DataverseClient, odata_literal
-from shared.dataverse.schema import read_table
-from shared.errors import DataverseRecordRejected, SharePointRequestFailed
+from shared.dataverse.schema import COMPONENT_KINDS, delete_component, read_component, read_table
+from shared.errors import DataverseRecordRejected, MappingNotApproved, SharePointRequestFailed
 from shared.mapping.graph import plan_loads
 from shared.mapping.spec import MappingSpec
+from shared.pipeline.file_stamps import edited, load_stamps
 from shared.pipeline.mapping import approved_mapping
+from shared.pipeline.preexisting import load_image, lookup_attribute
+from shared.pipeline.schema import created_components
 from shared.pipeline.target import dataverse_client
 from shared.runtime import Runtime
 from shared.sharepoint.client import GraphClient, GraphConfig
@@ -48,6 +56,7 @@ log = logging.getLogger("bridgework.rollback")
 
 WATERMARK = "rollback/watermark.json"
 REPORT = "rollback/report.json"
+SCHEMA_REMOVAL = "rollback/schema.json"
 FOLDERS = "rollback/folders.json"
 LIBRARY_FOLDER = "contact"
 """The library folder shared/pipeline/attachments.py puts contact folders in (and its location's relative URL)."""
@@ -63,6 +72,9 @@ class RollbackPolicy(BaseModel):
 
     override_edited: bool = False
     """Also delete / restore records someone changed after the migration wrote them (default: keep, list)."""
+    remove_schema: bool = False
+    """After the records: delete the tables, columns, keys, relationships and choices the migration's
+    schema build created (its schema journal), those still holding someone's data excepted."""
 
 
 class RollbackPlanInfo(BaseModel):
@@ -79,7 +91,7 @@ class KeptRecord(BaseModel):
     target_table: str | None
     target_id: str | None
     reason: str
-    """`edited_after_migration` or `no_before_image`."""
+    """`edited_after_migration`, `edited_after_upload` (a SharePoint file) or `no_before_image`."""
 
 
 class StepInfo(BaseModel):
@@ -96,6 +108,10 @@ class RollbackReport(BaseModel):
     """Journaled created records still in the destination that were not deliberately kept (should be empty)."""
     verified: bool
     watermark: int | None
+    schema_removed: list[str] = Field(default_factory=list)
+    """Schema components (`kind:name`) the rollback deleted under `remove_schema`."""
+    schema_kept: dict[str, str] = Field(default_factory=dict)
+    """Components the migration created that stay (still holding data), with the reason."""
 
 
 # -- the watermark, written at the end of the migration ---------------------------------------------------
@@ -215,10 +231,34 @@ def _kept(entry: JournalEntry, reason: str) -> KeptRecord:
                       target_id=entry.target_id, reason=reason)
 
 
+def _folded(rt: Runtime, migration: Migration, table: str, entries: list[JournalEntry]
+            ) -> tuple[list[JournalEntry], dict[str, list[JournalEntry]]]:
+    """A pre-existing record an update map also wrote (insurance columns on a matched contact) is given
+    back in one write with its own map's image: two restores would each raise its row version, and the
+    second would take the first for someone else's edit. So an update map leaves its pre-existing rows
+    to its parent map's step, which gets them here (source id -> the update maps' rows)."""
+    if not any(e.origin == "preexisting" for e in entries):
+        return entries, {}
+    try:
+        spec = approved_mapping(rt, migration).spec
+    except MappingNotApproved:  # a journal written without a map (tests, hand repairs): nothing to fold
+        return entries, {}
+    names = {t.name: t for t in spec.tables}
+    this = names.get(table)
+    if this is not None and this.action == "update":
+        return [e for e in entries if e.origin != "preexisting"], {}
+    children: dict[str, list[JournalEntry]] = {}
+    for child in sorted(n for n, t in names.items() if t.action == "update" and t.key.parent == table):
+        for entry in rt.journal.entries(migration.migration_id, child):
+            if entry.origin == "preexisting" and entry.before_image and _to_undo(entry):
+                children.setdefault(entry.source_id, []).append(entry)
+    return entries, children
+
+
 async def rollback_table(rt: Runtime, migration: Migration, table: str, policy: RollbackPolicy) -> StepInfo:
     """Undo one journal table's records; safe to run again (undone rows are skipped)."""
     journaled = list(rt.journal.entries(migration.migration_id, table))
-    entries = [e for e in journaled if _to_undo(e)]
+    entries, folded = _folded(rt, migration, table, [e for e in journaled if _to_undo(e)])
     counts: dict[str, int] = {}
     kept: list[KeptRecord] = []
     # Files: run even when every row is undone already, to tidy folders an interrupted attempt left.
@@ -226,9 +266,9 @@ async def rollback_table(rt: Runtime, migration: Migration, table: str, policy: 
     if entries or files:
         async with dataverse_client(rt, migration) as client:
             if files:
-                await _undo_files(rt, migration, client, entries, counts)
+                await _undo_files(rt, migration, client, entries, counts, policy, kept)
             else:
-                await _undo_records(rt, migration, client, entries, policy, counts, kept)
+                await _undo_records(rt, migration, client, entries, policy, counts, kept, folded)
     info = StepInfo(table=table, counts=counts, kept=kept)
     rt.artifacts.put_json(migration.migration_id, f"rollback/steps/{table}.json", info)
     rt.migrations.record_progress(migration.migration_id, f"rollback:{table}", "done", counts)
@@ -238,7 +278,9 @@ async def rollback_table(rt: Runtime, migration: Migration, table: str, policy: 
 
 
 async def _undo_records(rt: Runtime, migration: Migration, client: DataverseClient, entries: list[JournalEntry],
-                        policy: RollbackPolicy, counts: dict[str, int], kept: list[KeptRecord]) -> None:
+                        policy: RollbackPolicy, counts: dict[str, int], kept: list[KeptRecord],
+                        folded: dict[str, list[JournalEntry]] | None = None) -> None:
+    folded = folded or {}
     mark = _stored_watermark(rt, migration.migration_id)
     # Only an id-less created row needs the key column (and so the approved map).
     key_column = (approved_mapping(rt, migration).spec.source_id_column
@@ -258,21 +300,31 @@ async def _undo_records(rt: Runtime, migration: Migration, client: DataverseClie
             chunk = rows[start : start + CHUNK]
             jobs: list[Callable[[], Awaitable[Any]]] = []
             for entry in chunk:
-                if str(entry.target_id).lower() in edited:
+                if str(entry.target_id).lower() in edited and entry.origin == "preexisting" and entry.before_image \
+                        and await _holds_image(rt, migration, client, info.entity_set_name,
+                                               info.primary_id_attribute, entry, folded.get(entry.source_id, [])):
+                    # Restored by an attempt killed before its journal write (the restore raised the row
+                    # version above the mark): already as it was, nothing to do but record it.
+                    jobs.append(_already_restored(entry))
+                elif str(entry.target_id).lower() in edited:
                     kept.append(_kept(entry, "edited_after_migration"))
                     counts["kept_edited"] = counts.get("kept_edited", 0) + 1
                 elif entry.origin == "created":
                     jobs.append(_delete_job(client, info.entity_set_name, entry, key_column))
                 elif entry.before_image:
-                    jobs.append(_restore_job(rt, client, info.entity_set_name, entry))
+                    jobs.append(_restore_job(rt, client, info.entity_set_name, entry,
+                                             folded.get(entry.source_id, [])))
                 else:
                     kept.append(_kept(entry, "no_before_image"))
                     counts["kept_no_before_image"] = counts.get("kept_no_before_image", 0) + 1
             done: list[tuple[JournalEntry, str]] = await _bounded(jobs)
             for _, outcome in done:
                 counts[outcome] = counts.get(outcome, 0) + 1
-            rt.journal.record([_moved(entry, "restored" if outcome == "restored" else "deleted")
-                               for entry, outcome in done])
+            # The update maps' rows first: a rollback killed in between redoes the parent's restore only.
+            rt.journal.record([_moved(extra, "restored") for entry, outcome in done if outcome == "restored"
+                               for extra in folded.get(entry.source_id, [])]
+                              + [_moved(entry, "restored" if outcome == "restored" else "deleted")
+                                 for entry, outcome in done])
 
 
 def _delete_job(client: DataverseClient, entity_set: str, entry: JournalEntry, key_column: str
@@ -285,10 +337,49 @@ def _delete_job(client: DataverseClient, entity_set: str, entry: JournalEntry, k
     return job
 
 
-def _restore_job(rt: Runtime, client: DataverseClient, entity_set: str, entry: JournalEntry
-                 ) -> Callable[[], Awaitable[tuple[JournalEntry, str]]]:
+def _merged_image(rt: Runtime, entry: JournalEntry, extras: list[JournalEntry]) -> dict[str, Any]:
+    image: dict[str, Any] = {}
+    for extra in extras:  # the update maps' columns; the record's own map wrote first, its values win
+        image.update(load_image(rt, entry.migration_id, str(extra.before_image)))
+    image.update(load_image(rt, entry.migration_id, str(entry.before_image)))
+    return image
+
+
+async def _holds_image(rt: Runtime, migration: Migration, client: DataverseClient, entity_set: str, primary: str,
+                       entry: JournalEntry, extras: list[JournalEntry]) -> bool:
+    """Whether the record holds exactly its before-image now (lookups compared by id)."""
+    image = _merged_image(rt, entry, extras)
+    prefix = approved_mapping(rt, migration).spec.publisher_prefix \
+        if any(k.endswith("@odata.bind") for k in image) else ""
+    wanted: dict[str, Any] = {}  # column as read -> value it must hold (lookups: the id, lower case)
+    for column, value in image.items():
+        if column.endswith("@odata.bind"):
+            read_as = f"_{lookup_attribute(column[: -len('@odata.bind')], prefix)}_value"
+            wanted[read_as] = str(value).rsplit("(", 1)[1].rstrip(")").lower() if value else None
+        else:
+            wanted[column] = value
+    row = await client.get(entity_set, str(entry.target_id), select=sorted({primary, *wanted}))
+    if row is None:
+        return False
+
+    def held(column: str) -> Any:
+        value = row.get(column)
+        return str(value).lower() if value is not None and column.startswith("_") else value
+
+    return all(held(column) == value for column, value in wanted.items())
+
+
+def _already_restored(entry: JournalEntry) -> Callable[[], Awaitable[tuple[JournalEntry, str]]]:
     async def job() -> tuple[JournalEntry, str]:
-        image = rt.artifacts.get_json(entry.migration_id, str(entry.before_image))
+        return entry, "restored"
+
+    return job
+
+
+def _restore_job(rt: Runtime, client: DataverseClient, entity_set: str, entry: JournalEntry,
+                 extras: list[JournalEntry] | None = None) -> Callable[[], Awaitable[tuple[JournalEntry, str]]]:
+    async def job() -> tuple[JournalEntry, str]:
+        image = _merged_image(rt, entry, extras or [])
         await client.update(entity_set, str(entry.target_id), image)
         return entry, "restored"
 
@@ -321,9 +412,16 @@ async def _children(graph: GraphClient, drive_id: str, item_id: str) -> list[dic
 
 
 async def _undo_files(rt: Runtime, migration: Migration, client: DataverseClient, entries: list[JournalEntry],
-                      counts: dict[str, int]) -> None:
+                      counts: dict[str, int], policy: RollbackPolicy | None = None,
+                      kept: list[KeptRecord] | None = None) -> None:
     """Files, then the contact folders and document locations they leave without files, then the
-    library location and site records Bridgework made when no other location still uses them."""
+    library location and site records Bridgework made when no other location still uses them.
+    A file someone changed after the upload (its driveItem no longer matches the stamp the attachment
+    step kept, see file_stamps.py) stays with its folder and location, and is listed like an edited
+    record, unless the policy overrides."""
+    policy = policy or RollbackPolicy()
+    kept = kept if kept is not None else []
+    stamps: dict[str, dict[str, dict[str, Any]]] = {}
     site = migration.target.sharepoint_site or ""
     async with _graph(rt, migration) as graph:
         site_info = await graph.get_json(f"sites/{site}")
@@ -340,8 +438,17 @@ async def _undo_files(rt: Runtime, migration: Migration, client: DataverseClient
             if not parents <= folders:
                 folders |= parents
                 rt.artifacts.put_json(migration.migration_id, FOLDERS, sorted(folders))
+            keep: set[str] = set()
             for entry in chunk:
                 item = items[entry.target_id]
+                if entry.batch not in stamps:
+                    stamps[entry.batch] = load_stamps(rt, migration.migration_id, entry.batch)
+                recorded = stamps[entry.batch].get(str(entry.target_id))
+                if item is not None and recorded and not policy.override_edited and edited(recorded, item):
+                    keep.add(str(entry.target_id))
+                    kept.append(_kept(entry, "edited_after_upload"))
+                    counts["kept_edited_files"] = counts.get("kept_edited_files", 0) + 1
+                    continue
                 if item is not None:
                     await _graph_delete(graph, f"drives/{drive_id}/items/{entry.target_id}")
                     counts["files_deleted"] = counts.get("files_deleted", 0) + 1
@@ -351,7 +458,7 @@ async def _undo_files(rt: Runtime, migration: Migration, client: DataverseClient
                     # The location regarding the contact: the contact's folder pointer (shared by its files).
                     if await client.delete("sharepointdocumentlocations", entry.code):
                         counts["locations_deleted"] = counts.get("locations_deleted", 0) + 1
-            rt.journal.record([_moved(entry, "deleted") for entry in chunk])
+            rt.journal.record([_moved(entry, "deleted") for entry in chunk if str(entry.target_id) not in keep])
         for folder_id in sorted(folders):
             folder = await graph.get_or_none(f"drives/{drive_id}/items/{folder_id}")
             if folder is None or await _children(graph, drive_id, folder_id):
@@ -390,6 +497,106 @@ async def _remove_scaffold(client: DataverseClient, web_url: str) -> tuple[int, 
     if not any(str(row.get("_parentsiteorlocation_value") or "").lower() == site_id for row in others):
         removed += int(await client.delete("sharepointsites", site_id))
     return removed, True
+
+
+# -- the custom schema -----------------------------------------------------------------------------------------
+
+
+class SchemaRemoval(BaseModel):
+    removed: list[str] = Field(default_factory=list)
+    """Components (`kind:name`) deleted, by this attempt and earlier ones."""
+    kept: dict[str, str] = Field(default_factory=dict)
+    """Component -> why it stays (`holds_data`, `table_holds_records`, `not_custom`, `in_use`)."""
+    already_gone: int = 0
+
+
+async def _holds_data(client: DataverseClient, table: str, column: str | None = None) -> bool:
+    info = await read_table(client, table)
+    if info is None:
+        return False
+    rows = await client.query_all(info.entity_set_name, select=[info.primary_id_attribute], top=1,
+                                  filter=f"{column} ne null" if column else None)
+    return bool(rows)
+
+
+async def remove_schema(rt: Runtime, migration: Migration) -> SchemaRemoval:
+    """Delete what the migration's schema build created (the schema journal, shared/pipeline/schema.py),
+    after the records: relationships, keys, columns, tables, then choices, so no delete meets a
+    component that still depends on it. A created table that still holds records (kept ones, or
+    someone's new ones), a created column on a standard table that still holds values (a kept record's),
+    and whatever depends on those, stay and are listed. Safe to run again."""
+    components = created_components(rt, migration.migration_id)
+    done = SchemaRemoval.model_validate(rt.artifacts.get_json(migration.migration_id, SCHEMA_REMOVAL)) \
+        if rt.artifacts.exists(migration.migration_id, SCHEMA_REMOVAL) else SchemaRemoval()
+    out = SchemaRemoval(removed=list(done.removed))
+    split = [(c.partition(":")[0], c.partition(":")[2], c) for c in components]
+    async with dataverse_client(rt, migration) as client:
+        tables: set[str] = set()  # created custom tables (a standard one in a journal is never "created")
+        for kind, name, component in split:
+            if kind == "table" and ((await read_component(client, component)) or {}).get("IsCustomEntity"):
+                tables.add(name)
+        full = {t for t in sorted(tables) if await _holds_data(client, t)}
+        busy_columns: set[str] = set()  # "table.column" on tables that stay, still holding values
+        for kind, name, component in split:
+            table, _, column = name.partition(".")
+            if kind == "column" and table not in tables and await read_component(client, component) is not None \
+                    and await _holds_data(client, table, column):
+                busy_columns.add(name)
+        for order in COMPONENT_KINDS:
+            for kind, name, component in split:
+                if kind != order or (kind == "column" and name.partition(".")[0] in tables
+                                     and name.partition(".")[0] not in full):
+                    continue  # a column of a created table goes with its table
+                reason = await _keep_reason(client, kind, name, component, tables, full, busy_columns)
+                if reason == "gone":
+                    out.already_gone += 1
+                elif reason:
+                    out.kept[component] = reason
+                elif await delete_component(client, component):
+                    out.removed.append(component)
+                    rt.artifacts.put_json(migration.migration_id, SCHEMA_REMOVAL, out)
+                else:
+                    out.already_gone += 1
+    rt.artifacts.put_json(migration.migration_id, SCHEMA_REMOVAL, out)
+    rt.migrations.record_progress(migration.migration_id, "rollback:schema", "done",
+                                  {"schema_removed": len(out.removed), "schema_kept": len(out.kept)})
+    log.info("migration %s: schema removal (%d removed, %d kept)", migration.migration_id, len(out.removed),
+             len(out.kept))
+    return out
+
+
+async def _keep_reason(client: DataverseClient, kind: str, name: str, component: str, tables: set[str],
+                       full: set[str], busy_columns: set[str]) -> str | None:
+    """Why a created component stays (None: delete it; "gone": nothing to delete)."""
+    definition = await read_component(client, component)
+    if definition is None:
+        return "gone"
+    table, _, column = name.partition(".")
+    if kind == "relationship":
+        referencing = str(definition.get("ReferencingEntity") or "")
+        referenced = str(definition.get("ReferencedEntity") or "")
+        if referencing in full or referenced in full:
+            return "table_holds_records"
+        attribute = str(definition.get("ReferencingAttribute") or "")
+        if referencing not in tables and await _holds_data(client, referencing, f"_{attribute}_value"):
+            return "holds_data"
+        return None
+    if kind == "key":
+        if table in full or any(f"{table}.{c}" in busy_columns for c in definition.get("KeyAttributes") or []):
+            return "in_use"
+        return None
+    if kind == "column":
+        if table in full:
+            return "table_holds_records"
+        if definition.get("IsCustomAttribute") is False:
+            return "not_custom"
+        return "holds_data" if name in busy_columns else None
+    if kind == "table":
+        if definition.get("IsCustomEntity") is False:
+            return "not_custom"  # never a standard table, whatever a journal says
+        return "table_holds_records" if name in full else None
+    # A choice stays while a kept column may still use it.
+    return "in_use" if full or busy_columns else None
 
 
 # -- verification -------------------------------------------------------------------------------------------
@@ -443,9 +650,12 @@ async def verify_rollback(rt: Runtime, migration: Migration) -> RollbackReport:
                if e.origin == "created" and e.target_id and e.target_table and (e.table, e.source_id) not in kept_keys]
     async with dataverse_client(rt, migration) as client:
         present = await _still_there(rt, migration, client, created)
+    removal = SchemaRemoval.model_validate(rt.artifacts.get_json(migration.migration_id, SCHEMA_REMOVAL)) \
+        if rt.artifacts.exists(migration.migration_id, SCHEMA_REMOVAL) else SchemaRemoval()
     report = RollbackReport(migration_id=migration.migration_id, steps=steps, kept=kept,
                             remaining=[_kept(e, "still_present") for e in present], verified=not present,
-                            watermark=_stored_watermark(rt, migration.migration_id))
+                            watermark=_stored_watermark(rt, migration.migration_id),
+                            schema_removed=removal.removed, schema_kept=removal.kept)
     rt.artifacts.put_json(migration.migration_id, REPORT, report)
     rt.migrations.record_progress(migration.migration_id, "rollback", "verified" if not present else "incomplete",
                                   {"kept": len(kept), "remaining": len(present)})

@@ -1,7 +1,7 @@
 """The field-level diff of a sample: a stratified slice of patients and their related rows, every mapped
 field read back from Dataverse and compared with the value the approved map gives and the raw source.
 
-`select_sample` picks patients across insurance (none / primary / dual), appointment history (none,
+`select_sample` (sample_scope.py) picks patients across insurance (none / primary / dual), appointment history (none,
 past, future, broken), treatment-plan status and ledger activity. `diff_sample` transforms each
 sampled row exactly as the load does (same context, same writer target), reads the record back by
 its key, and reports per map and per field the match rate, every mismatch, and the brief's named
@@ -18,8 +18,6 @@ import csv
 import dataclasses
 import html
 import io
-import random
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,12 +25,20 @@ from pydantic import BaseModel, computed_field
 
 from shared.dataverse.client import DataverseClient
 from shared.dataverse.schema import read_table
-from shared.dentrix.reader import BundleReader, LoadedRow
 from shared.mapping.rows import record_key, split_deferred, transform_row
 from shared.mapping.spec import MappingSpec, TableMap
 from shared.pipeline import load
 from shared.pipeline.bundle import open_bundle
 from shared.pipeline.mapping import approved_mapping
+from shared.pipeline.sample_scope import (
+    DEFAULT_PATIENTS,
+    SampleScope,
+    build_scope,
+    in_sample,
+    rows_of,
+    select_sample,
+    strata,
+)
 from shared.pipeline.target import dataverse_client
 from shared.runtime import Runtime
 from shared.state.migrations import Migration
@@ -40,7 +46,6 @@ from shared.state.migrations import Migration
 DIFF_JSON = "sample/diff.json"
 DIFF_CSV = "sample/diff.csv"
 DIFF_HTML = "sample/diff.html"
-DEFAULT_PATIENTS = 150
 IN_FLIGHT = 8
 SKIPPED_COLUMNS = {"overriddencreatedon"}
 """The actual creation time of the write, not a mapped value (createdon carries the source's date)."""
@@ -104,64 +109,9 @@ class SampleDiff(BaseModel):
         return self.fields_matched / self.fields_checked if self.fields_checked else 1.0
 
 
-# -- the sample ------------------------------------------------------------------------------------------
+# -- the sample (chosen in shared/pipeline/sample_scope.py) ------------------------------------------------
 
-
-def _rows(reader: BundleReader, table: str) -> Iterable[dict[str, Any]]:
-    if table not in {entry.name for entry in reader.manifest.tables}:
-        return []
-    return [item.row.model_dump() for item in reader.iter_table(table) if isinstance(item, LoadedRow)]
-
-
-def strata(reader: BundleReader) -> dict[str, str]:
-    """patient id -> `insurance|appointments|treatment plans|ledger` stratum."""
-    today = datetime.now(UTC)
-    ranks: dict[str, set[int]] = {}
-    for row in _rows(reader, "patient_insurance"):
-        ranks.setdefault(str(row["patient_id"]), set()).add(int(row.get("rank") or 1))
-    visits: dict[str, set[str]] = {}
-    for row in _rows(reader, "appointment"):
-        start = row.get("start_at")
-        kind = "broken" if row.get("broken") else (
-            "future" if isinstance(start, datetime) and start.replace(tzinfo=start.tzinfo or UTC) > today else "past")
-        visits.setdefault(str(row.get("patient_id")), set()).add(kind)
-    plans: dict[str, set[str]] = {}
-    for row in _rows(reader, "tx_case"):
-        plans.setdefault(str(row.get("patient_id")), set()).add(str(row.get("status_id")))
-    ledger = {str(row.get("patient_id")) for row in _rows(reader, "proc_log")}
-    out: dict[str, str] = {}
-    for row in _rows(reader, "patient"):
-        pid = str(row["patient_id"])
-        held = ranks.get(pid, set())
-        insurance = "dual" if len(held) >= 2 else ("primary" if held else "none")
-        seen = visits.get(pid, set())
-        history = next((k for k in ("broken", "future", "past") if k in seen), "none")
-        plan = ",".join(sorted(plans.get(pid, set()))) or "none"
-        out[pid] = f"{insurance}|{history}|{plan}|{'ledger' if pid in ledger else 'no_ledger'}"
-    return out
-
-
-def select_sample(reader: BundleReader, size: int = DEFAULT_PATIENTS, seed: int = 7) -> list[str]:
-    """Patient ids, round-robin over the strata (each stratum shuffled by `seed`) until `size`."""
-    groups: dict[str, list[str]] = {}
-    for pid, stratum in sorted(strata(reader).items()):
-        groups.setdefault(stratum, []).append(pid)
-    rng = random.Random(seed)
-    for members in groups.values():
-        rng.shuffle(members)
-    chosen: list[str] = []
-    while len(chosen) < size and any(groups.values()):
-        for stratum in sorted(groups):
-            if groups[stratum] and len(chosen) < size:
-                chosen.append(groups[stratum].pop())
-    return sorted(chosen)
-
-
-def _in_sample(table_map: TableMap, row: dict[str, Any], patients: set[str]) -> bool:
-    """A patient's own rows and rows pointing at a sampled patient; reference rows (carriers, fees) all."""
-    if "patient_id" in row:
-        return str(row.get("patient_id")) in patients
-    return True
+_rows = rows_of
 
 
 # -- reading back and comparing ------------------------------------------------------------------------------
@@ -226,12 +176,18 @@ class _Reader:
 
 
 async def diff_sample(rt: Runtime, migration: Migration, patients: list[str] | None = None,
-                      size: int = DEFAULT_PATIENTS) -> SampleDiff:
-    """Compare every mapped field of every sampled record in Dataverse with its expected value."""
+                      size: int = DEFAULT_PATIENTS, *, scope: SampleScope | None = None) -> SampleDiff:
+    """Compare every mapped field of every sampled record in Dataverse with its expected value.
+
+    The sample is `scope` (the one a sample run loaded), else `patients`, else a fresh stratified
+    choice of `size`; either way closed over the contacts its rows point at, as the sample load does."""
     spec = approved_mapping(rt, migration).spec
     reader = open_bundle(rt, migration)
     by_patient = strata(reader)
-    chosen = set(patients if patients is not None else select_sample(reader, size))
+    if scope is None:
+        scope = build_scope(reader, spec, patients if patients is not None else select_sample(reader, size),
+                            size=size)
+    chosen = set(scope.patients)
     tables: list[TableStat] = []
     fields: dict[tuple[str, str], FieldStat] = {}
     mismatches: list[Mismatch] = []
@@ -245,7 +201,7 @@ async def diff_sample(rt: Runtime, migration: Migration, patients: list[str] | N
             stat = TableStat(map=table_map.name, target_table=table_map.target_table)
             tables.append(stat)
             rows = [r for r in _rows(reader, table_map.source_table)
-                    if table_map.selects(r) and _in_sample(table_map, r, chosen)]
+                    if table_map.selects(r) and in_sample(table_map.source_table, r, scope)]
             ctx = context
             if load.child_tables_of(table_map):
                 own = {str(r.get(table_map.key.columns[0])) for r in rows}
@@ -402,9 +358,9 @@ document.querySelectorAll('#mismatches tr+tr').forEach(function(r){{r.style.disp
 
 
 async def write_sample_diff(rt: Runtime, migration: Migration, patients: list[str] | None = None,
-                            size: int = DEFAULT_PATIENTS) -> SampleDiff:
+                            size: int = DEFAULT_PATIENTS, *, scope: SampleScope | None = None) -> SampleDiff:
     """Run the diff and keep it in Blob as JSON, CSV and HTML."""
-    diff = await diff_sample(rt, migration, patients, size)
+    diff = await diff_sample(rt, migration, patients, size, scope=scope)
     rt.artifacts.put_json(migration.migration_id, DIFF_JSON, diff.model_dump(mode="json"))
     rt.artifacts.put_text(migration.migration_id, DIFF_CSV, render_csv(diff), "text/csv")
     rt.artifacts.put_text(migration.migration_id, DIFF_HTML, render_html(diff), "text/html")

@@ -1,5 +1,10 @@
 """Plan the Dataverse schema from the approved map (checked against the licence, owners resolved),
-then build it idempotently in the target environment."""
+then build it idempotently in the target environment, journaling every component the build creates.
+
+The schema journal (`schema/created.json`) is append-only: a component goes in just before its
+create is sent (so a create whose answer was lost still counts), and a re-run that finds it existing
+neither adds nor drops anything. It is what rollback's `remove_schema` deletes, and nothing else: a
+standard table, or a column someone else made, never appears in it."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from shared.state.migrations import Migration
 
 PLAN = "schema/plan.json"
 BUILD = "schema/build.json"
+CREATED = "schema/created.json"
 
 
 class SchemaPlanInfo(BaseModel):
@@ -54,6 +60,13 @@ async def plan(rt: Runtime, migration: Migration) -> SchemaPlanInfo:
                           already_approved=schema_plan.approvable and migration.schema_approved_by is not None)
 
 
+def created_components(rt: Runtime, migration_id: str) -> list[str]:
+    """The schema journal: `kind:name` of every component a build of this migration created, in order."""
+    if not rt.artifacts.exists(migration_id, CREATED):
+        return []
+    return list(rt.artifacts.get_json(migration_id, CREATED).get("components", []))
+
+
 def stored_plan(rt: Runtime, migration: Migration) -> SchemaPlan:
     return SchemaPlan.model_validate(rt.artifacts.get_json(migration.migration_id, PLAN))
 
@@ -62,7 +75,14 @@ async def build(rt: Runtime, migration: Migration) -> SchemaBuildInfo:
     """Build the approved plan (refused before any write if it is not approvable); safe to run twice."""
     schema_plan = stored_plan(rt, migration)
     schema_plan.require_approvable()
+    journal = created_components(rt, migration.migration_id)
+
+    def note(component: str) -> None:
+        if component not in journal:
+            journal.append(component)
+            rt.artifacts.put_json(migration.migration_id, CREATED, {"components": journal})
+
     async with dataverse_client(rt, migration) as client:
-        info = await SchemaBuilder(client, schema_plan.schema_spec).build()
+        info = await SchemaBuilder(client, schema_plan.schema_spec, before_create=note).build()
     rt.artifacts.put_json(migration.migration_id, BUILD, info)
     return SchemaBuildInfo(writes=info.writes, published=info.published)

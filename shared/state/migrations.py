@@ -16,8 +16,10 @@ from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import MigrationNotFound
+from shared.state.cutovers import CutoverState
 
-TStage = Literal["created", "started", "discovery", "mapping", "schema", "load", "attachments", "done", "failed"]
+TStage = Literal["created", "started", "discovery", "mapping", "schema", "load", "attachments", "done", "failed",
+                 "cutover", "completed", "rollback_recommended"]
 TLicence = Literal["sales_professional", "sales_enterprise"]
 
 
@@ -62,6 +64,21 @@ class Migration(BaseModel):
     schema_approved_by: str | None = None
     """Who approved the schema plan; a re-run of an approved migration does not ask again."""
     approval_timeout_hours: float = 168.0
+    cutover: CutoverState | None = None
+    """The cutover window (delta pickups until go-live), once opened (shared/state/cutovers.py)."""
+    tolerance: float = Field(default=0.005, ge=0, le=1)
+    """Reconciliation at go-live: the largest share of mismatched records per table map that still
+    completes the migration; beyond it the status says rollback_recommended."""
+    auto_rollback: bool = False
+    """Beyond the tolerance, start the compensating rollback instead of only recommending it."""
+    sample_patients: int = Field(default=150, ge=0, le=300)
+    """Patients in the sample run before the full run (the API takes 0 or 100-300); 0: no sample stage."""
+    sample_approved_by: str | None = None
+    """Who approved the sample's diff; a re-run of a migration whose sample was approved does not sample again."""
+    sample_approved_at: datetime | None = None
+    sample_rejected_by: str | None = None
+    """Who rejected the sample; the next start re-opens the field map for review (then samples again)."""
+    sample_rejected_at: datetime | None = None
 
 
 class StageProgress(BaseModel):

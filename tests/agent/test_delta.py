@@ -74,7 +74,8 @@ def test_delta_contains_exactly_the_edits_inserts_and_deletes(practice_factory: 
     # the full key list travels with the delta, so deletions are visible without the change list too
     keys = {k for k, _ in reader.iter_keys("appointment")}
     assert "2" not in keys and "4" in keys
-    assert m.files == []  # no document changed: no binaries shipped again
+    assert (m.file_index.count, m.file_index.parts) == (0, [])  # no document changed: no binaries shipped again
+    assert not (tmp_path / "delta" / "files").exists() or not any((tmp_path / "delta" / "files").iterdir())
 
 
 def test_delta_of_an_unchanged_practice_is_empty(practice_factory: Callable[[int, int], Path], tmp_path: Path):
@@ -88,3 +89,29 @@ def test_delta_of_an_unchanged_practice_is_empty(practice_factory: Callable[[int
 def test_delta_needs_a_readable_base(practice_factory: Callable[[int, int], Path], tmp_path: Path):
     with pytest.raises(ConfigurationError, match="--base"):
         extract(str(practice_factory(12, 22)), tmp_path / "d", base=tmp_path / "nothing")
+
+
+def test_delta_ships_only_the_files_of_its_changed_documents(practice_factory: Callable[[int, int], Path],
+                                                              tmp_path: Path):
+    source = practice_factory(12, 22)
+    db = tmp_path / "practice.db"
+    shutil.copy(source, db)
+    shutil.copytree(source.with_name("practice-files"), tmp_path / "practice-files")
+    base = tmp_path / "base"
+    extract(str(db), base)
+    conn = sqlite3.connect(db)
+    doc_id = conn.execute("SELECT MIN(doc_id) FROM v_document WHERE file_path IS NOT NULL").fetchone()[0]
+    conn.close()
+    _edit(db, f"UPDATE v_document SET description = 'rescanned' WHERE doc_id = {doc_id}")
+
+    delta = tmp_path / "delta"
+    extract(str(db), delta, base=base, index_rows=1)
+    assert validate_directory(delta, open(tmp_path / "report.txt", "w")) == 0
+    reader = BundleReader.from_directory(delta)
+    rows = [i.row for i in reader.iter_table("document") if isinstance(i, LoadedRow)]
+    assert [r.doc_id for r in rows] == [str(doc_id)]
+    listed = list(reader.iter_files())
+    assert [(f.sha256, f.bytes, f.media_type) for f in listed] == [(rows[0].file_sha256, rows[0].file_bytes,
+                                                                     rows[0].media_type)]
+    assert sorted(p.name for p in (delta / "files").iterdir()) == sorted(["index-00000.jsonl.gz", rows[0].file_sha256])
+    assert reader.verify().files_checked == 1

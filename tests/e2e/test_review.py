@@ -112,7 +112,7 @@ def test_attachments_can_go_to_notes_and_files_over_the_limit_are_listed_not_dro
 
     stack, bundle = stack_and_bundle
     stack.emulator.reset()
-    files = sorted(4 * ((entry.bytes + 2) // 3) for entry in BundleReader.from_directory(bundle).manifest.files)
+    files = sorted(4 * ((entry.bytes + 2) // 3) for entry in BundleReader.from_directory(bundle).iter_files())
     limit = files[len(files) // 2]  # as Base64, about half the files are over it
     try:
         # The host runs in its own process: it reads the limit from the environment of a new host.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
 import subprocess
 import time
@@ -175,9 +176,10 @@ def _csv_rows(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def _rollback(migrated: Migrated, kill_at_step: int | None = None, timeout: float = 240) -> dict[str, Any]:
+def _rollback(migrated: Migrated, kill_at_step: int | None = None, timeout: float = 240,
+              policy: dict[str, Any] | None = None) -> dict[str, Any]:
     stack = migrated.stack
-    stack.api("POST", f"/migrations/{migrated.migration_id}/rollback", json={})
+    stack.api("POST", f"/migrations/{migrated.migration_id}/rollback", json=policy or {})
     deadline = time.monotonic() + timeout
     killed = False
     while time.monotonic() < deadline:
@@ -247,3 +249,73 @@ def test_a_rollback_killed_halfway_finishes_and_keeps_a_record_someone_else_edit
     assert after["graph"] == migrated.before["graph"]
     assert edited["bw_sourceid"] in {e.source_id for e in migrated.rt.journal.entries(migrated.migration_id)
                                      if e.action == "created"}
+
+
+def test_the_rollback_report_renders_in_headless_chromium_with_its_summary_numbers(migrated: Migrated,
+                                                                                    tmp_path: Path):
+    """After the killed rollback above (one contact kept): the HTML page from the API, rendered."""
+    from shared.pipeline.rollback import RollbackReport
+    from shared.pipeline.rollback_html import summary_numbers
+
+    report = RollbackReport.model_validate(migrated.stack.api("GET", f"/migrations/{migrated.migration_id}/rollback")
+                                           ["report"])
+    numbers = summary_numbers(report)
+    assert numbers["kept-edited"] == 1 and numbers["kept"] == 1 and numbers["remaining"] == 0
+    assert numbers["deleted"] > 100 and numbers["files-deleted"] > 0
+    page = _get_text(migrated.stack, f"/migrations/{migrated.migration_id}/rollback", format="html")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    file = tmp_path / "rollback.html"
+    file.write_text(page.text, encoding="utf-8")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium package is needed: apt-get install chromium"
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--dump-dom", file.as_uri()], capture_output=True, text=True, timeout=90,
+                         check=True).stdout
+    for element, value in numbers.items():
+        assert f'<span id="{element}">{value}</span>' in dom, element
+    kept = report.kept[0]
+    assert f"<td>{kept.target_id}</td>" in dom and "edited_after_migration" in dom
+    assert 'id="verdict">verified' in dom
+    shot = tmp_path / "rollback.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1100,1000", file.as_uri()],
+                   capture_output=True, timeout=90, check=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("BRIDGEWORK_KEEP_SCREENSHOTS"):  # refresh docs/rollback-report.png
+        shutil.copyfile(shot, Path(__file__).resolve().parents[2] / "docs" / "rollback-report.png")
+    assert _get_text(migrated.stack, f"/migrations/{migrated.migration_id}/rollback",
+                     format="pdf").status_code == 400
+
+
+def test_a_sharepoint_file_edited_after_the_upload_is_kept_and_listed_unless_overridden(migrated: Migrated):
+    migrated.back_to_migrated()
+    emulator = migrated.stack.emulator
+    entry = next(e for e in migrated.journal if e.target_table == "sharepoint" and e.origin == "created")
+    drive = next(d for d in emulator.dump()["graph"]["drives"].values() if entry.target_id in d["items"])
+    response = httpx.put(f"{emulator.graph_url}/drives/{drive['id']}/items/{entry.target_id}/content",
+                         content=b"annotated by the hygienist", verify=emulator.verify,
+                         headers={**emulator.headers_for("app-2", graph=True), "Content-Type": "application/pdf"})
+    assert response.status_code == 200, response.text[:200]
+
+    view = _rollback(migrated)
+    report = view["report"]
+    assert report["verified"] and report["remaining"] == []
+    assert [(k["target_table"], k["target_id"], k["reason"]) for k in report["kept"]] == \
+        [("sharepoint", entry.target_id, "edited_after_upload")]
+    after = emulator.dump()
+    kept_drive = next(d for d in after["graph"]["drives"].values() if entry.target_id in d["items"])
+    assert kept_drive["items"][entry.target_id]["size"] == len(b"annotated by the hygienist")
+    assert sum(1 for d in after["graph"]["drives"].values() for i in d["items"].values() if not i["folder"]) == 1
+    # Every record is undone but the kept file's document location (and the library location and site
+    # record it hangs from): the file stays reachable from Dynamics should its contact be restored.
+    rows, before = _data(after["rows"]), _data(migrated.before["rows"])
+    assert {t for t in rows.keys() | before.keys() if rows.get(t) != before.get(t)} == \
+        {"sharepointdocumentlocation", "sharepointsite"}
+    locations = rows["sharepointdocumentlocation"]
+    assert entry.code in locations and len(locations) == 2 and len(rows["sharepointsite"]) == 1
+
+    forced = _rollback(migrated, policy={"override_edited": True})
+    assert forced["report"]["kept"] == [] and forced["report"]["verified"]
+    final = emulator.dump()
+    assert final["graph"] == migrated.before["graph"]
+    assert _data(final["rows"]) == _data(migrated.before["rows"])

@@ -2,8 +2,8 @@
 updated gets its before-image back, one someone edited after the migration is kept and listed (or
 restored under the override), a created one is deleted, and a second run changes nothing.
 
-The load does not capture before-images yet (every record it writes today is its own creation), so this
-test writes the journal rows and images the way the load will.
+The journal rows and images are written here the way the load writes them (shared/pipeline/preexisting.py;
+tests/e2e/test_rollback_preexisting.py proves the whole path through the host).
 """
 
 from __future__ import annotations
@@ -92,6 +92,14 @@ def test_before_images_come_back_edits_by_others_are_kept_and_created_records_go
     again = asyncio.run(rollback_table(rt, migration, "patient", RollbackPolicy()))
     assert again.counts == {"kept_edited": 1}
     assert emulator.rows("contact")[updated]["telephone2"] == "100"
+
+    # Killed after a restore but before its journal write: the record holds its image already, so the
+    # raised row version is not taken for someone's edit; it is recorded as restored, nothing is written.
+    rt.journal.record([_entry(migration, "P-1", updated, "preexisting", "updated", "rollback/before/P-1.json")])
+    version = emulator.rows("contact")[updated]["versionnumber"]
+    resumed = asyncio.run(rollback_table(rt, migration, "patient", RollbackPolicy()))
+    assert resumed.counts == {"restored": 1, "kept_edited": 1}
+    assert emulator.rows("contact")[updated]["versionnumber"] == version
 
     forced = asyncio.run(rollback_table(rt, migration, "patient", RollbackPolicy(override_edited=True)))
     assert forced.counts == {"restored": 1}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from unittest.mock import MagicMock
 
 from azure.durable_functions.testing import orchestrator_generator_wrapper
 
 import function_app  # noqa: F401  (registers the blueprints, as the host does)
 from functions import names
-from functions.orchestrators import load_table_orchestrator
+from functions.orchestrators import load_table_orchestrator, migration_orchestrator
 
 
 def _completed(value):
@@ -28,3 +30,121 @@ def test_load_table_fans_out_one_batch_per_part_and_sums_the_counts():
     calls = [c.args for c in context.call_activity_with_retry.call_args_list]
     assert [(name, payload["part"]) for name, _, payload in calls] == [(names.LOAD_BATCH, p) for p in range(3)]
     assert results[-1] == {"table": "patient", "counts": {"created": 33}}
+
+
+# -- the sample run before the full run ------------------------------------------------------------------
+
+SUMMARY = {"patients": 150, "contacts": 171, "records": 4000, "missing": 0, "fields_checked": 50000,
+           "fields_matched": 50000, "mismatches": 0, "match_rate": 1.0}
+LOAD_PLAN = {"waves": [[{"table": "patient", "parts": 2}], [{"table": "appointment", "parts": 1}]],
+             "deferred": [{"table": "patient", "parts": 2}], "attachment_parts": 1, "rows": 100}
+
+
+class _Run:
+    """A fake orchestration context: activities answer from a table, events are decided up front."""
+
+    def __init__(self, sample_run: bool, decision: str | None) -> None:
+        self.calls: list[tuple[str, dict]] = []
+        self.statuses: list[dict] = []
+        self.decision = decision
+        self.answers = {
+            names.REOPEN_AFTER_REJECTION: {"reopened": False},
+            names.DISCOVER: {"tables": 1}, names.PROPOSE_MAPPING: {"approved_version": 1},
+            names.PLAN_SCHEMA: {"already_approved": True}, names.BUILD_SCHEMA: {},
+            names.PLAN_LOAD: LOAD_PLAN,
+            names.PREPARE_SAMPLE: {"run": sample_run, "reason": "sampling" if sample_run else "disabled"},
+            names.BIND_DEFERRED: {"counts": {"bound": 1}}, names.COPY_ATTACHMENTS: {"copied": 2},
+            names.SAMPLE_RUN_DIFF: SUMMARY, names.RECORD_PROGRESS: {},
+            names.FINISH_MIGRATION: {"report": "reports/final.json"},
+        }
+        self.context = MagicMock()
+        self.context.get_input.return_value = {"migration_id": "m-1", "tenant_id": "t", "approval_timeout_hours": 1}
+        self.context.instance_id = "m-1"
+        self.context.current_utc_datetime = datetime(2026, 1, 1, tzinfo=UTC)
+        self.context.call_activity_with_retry.side_effect = lambda name, retry, payload: self._call(name, payload)
+        self.context.call_activity.side_effect = lambda name, payload: self._call(name, payload)
+        self.context.call_sub_orchestrator.side_effect = self._sub
+        self.context.task_all.side_effect = lambda tasks: _completed([t.result for t in tasks])
+        self.context.wait_for_external_event.side_effect = lambda name: _completed(name)
+        self.context.task_any.side_effect = self._any
+        self.context.set_custom_status.side_effect = self.statuses.append
+
+    def _call(self, name: str, payload: dict):
+        self.calls.append((name, payload))
+        return _completed(self.answers[name])
+
+    def _sub(self, name: str, payload: dict, instance_id: str):
+        self.calls.append((f"{name}@{instance_id}", payload))
+        return _completed({"table": payload["table"], "counts": {"created": 1}})
+
+    def _any(self, tasks):
+        wanted = {"approve": names.SAMPLE_APPROVED_EVENT, "reject": names.SAMPLE_REJECTED_EVENT}.get(self.decision)
+        winner = next((t for t in tasks if t.result == wanted), tasks[-1])  # no decision: the timer fires
+        return _completed(winner)
+
+    def run(self):
+        generator = migration_orchestrator.build().get_user_function().orchestrator_function(self.context)
+        return list(orchestrator_generator_wrapper(generator))[-1]
+
+    def names_called(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+
+def test_the_sample_is_loaded_diffed_and_approved_before_the_full_run_which_upserts_over_it():
+    run = _Run(sample_run=True, decision="approve")
+    result = run.run()
+    assert result["stage"] == "done"
+    called = run.names_called()
+    sub = names.LOAD_TABLE_ORCHESTRATOR
+    assert called == [
+        names.REOPEN_AFTER_REJECTION, names.DISCOVER, names.PROPOSE_MAPPING, names.PLAN_SCHEMA, names.BUILD_SCHEMA,
+        names.PLAN_LOAD, names.PREPARE_SAMPLE,
+        f"{sub}@m-1:sample:patient", f"{sub}@m-1:sample:appointment",
+        names.BIND_DEFERRED, names.BIND_DEFERRED, names.COPY_ATTACHMENTS, names.SAMPLE_RUN_DIFF,
+        names.RECORD_PROGRESS,
+        f"{sub}@m-1:load:patient", f"{sub}@m-1:load:appointment",
+        names.BIND_DEFERRED, names.BIND_DEFERRED, names.COPY_ATTACHMENTS, names.FINISH_MIGRATION,
+    ]
+    modes = [payload.get("mode") for _, payload in run.calls]
+    assert modes[7:12] == ["sample"] * 5  # the sample's loads, second pass and attachments
+    assert modes[14:16] == ["over_sample"] * 2  # the full run's loads report the sample's records as created
+    assert modes[16:] == [None] * 4
+    assert run.calls[13][1] == {"migration_id": "m-1", "tenant_id": "t", "stage": "sample", "status": "approved"}
+    waiting = next(s for s in run.statuses if s["stage"] == "awaiting_sample_approval")
+    assert waiting["sample"] == SUMMARY
+    # The patients never travel in an input: each activity reads the run's sample/scope.json.
+    assert all("patients" not in payload and len(json.dumps(payload)) < 200 for _, payload in run.calls)
+
+
+def test_a_rejected_sample_ends_the_run_before_the_full_load():
+    run = _Run(sample_run=True, decision="reject")
+    result = run.run()
+    assert result == {"stage": "sample_rejected", "sample": SUMMARY}
+    assert run.statuses[-1] == {"stage": "sample_rejected", "sample": SUMMARY}
+    assert run.names_called()[-2:] == [names.SAMPLE_RUN_DIFF, names.RECORD_PROGRESS]
+    assert run.calls[-1][1]["status"] == "rejected"
+    assert not any(name.endswith(":load:patient") or name == names.FINISH_MIGRATION for name in run.names_called())
+
+
+def test_an_unanswered_sample_times_out_with_a_clear_status():
+    run = _Run(sample_run=True, decision=None)
+    assert run.run()["stage"] == "sample_approval_timed_out"
+    assert run.calls[-1][1]["status"] == "timed_out"
+
+
+def test_without_a_sample_the_full_run_goes_straight_on():
+    run = _Run(sample_run=False, decision=None)
+    assert run.run()["stage"] == "done"
+    called = run.names_called()
+    assert names.SAMPLE_RUN_DIFF not in called and not any(":sample:" in name for name in called)
+    assert all("mode" not in payload for _, payload in run.calls)
+    assert not any(s["stage"] == "awaiting_sample_approval" for s in run.statuses)
+
+
+def test_a_restart_after_an_approved_sample_whose_full_run_failed_still_goes_over_the_sample():
+    run = _Run(sample_run=False, decision=None)
+    run.answers[names.PREPARE_SAMPLE] = {"run": False, "reason": "already_approved", "over_sample": True}
+    assert run.run()["stage"] == "done"
+    modes = {name: payload.get("mode") for name, payload in run.calls if ":load:" in name}
+    assert set(modes.values()) == {"over_sample"} and len(modes) == 2
+    assert names.SAMPLE_RUN_DIFF not in run.names_called()

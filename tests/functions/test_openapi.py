@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import functions.api  # noqa: F401 - registers the routes and their contracts
+import functions.cutover  # noqa: F401 - the cutover routes (their own blueprint)
 from devhost.testing import RunningHost
 from functions.openapi import OPERATIONS, openapi_document
 

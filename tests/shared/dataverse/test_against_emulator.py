@@ -353,3 +353,36 @@ def test_load_right_after_schema_build_waits_out_metadata_propagation(fresh: Run
     finally:
         fresh.configure(metadata_propagation_seconds=0.0)
     assert (report.created, report.failed) == (50, 0)
+
+
+def test_update_changes_existing_rows_in_few_requests_and_creates_nothing(fresh: RunningEmulator) -> None:
+    # Closing activities and second-pass lookups were one PATCH per record; `update` batches them.
+    target = TableTarget(logical_name="contact", entity_set="contacts", primary_id="contactid",
+                         key_column="bw_sourceid")
+
+    async def load() -> None:
+        async with client_for(fresh, ["app-1"]) as client:
+            report, _ = await _schema_then_load(client, contacts(300), WriterConfig(max_chunk=1000))
+            assert report.created == 300
+
+    async def update() -> WriteReport:
+        changes = [WriteRow(f"P-{i:06d}", {"telephone1": f"555-{i:04d}", "overriddencreatedon": "2001-01-01T00:00:00Z"})
+                   for i in range(50, 300)]
+        changes += [WriteRow("P-999998", {"telephone1": "1"}), WriteRow("P-999999", {"telephone1": "2"})]
+        async with client_for(fresh, ["app-1"]) as client:
+            return await BulkWriter(client).update(target, changes)
+
+    asyncio.run(load())
+    before = {rid: dict(row) for rid, row in fresh.rows("contact").items()}
+    report = asyncio.run(update())
+    stored = fresh.rows("contact")
+    assert set(stored) == set(before), "nothing created, nothing lost"
+    assert (report.updated, report.failed, report.created) == (250, 2, 0)
+    assert [o.status for o in report.outcomes[-2:]] == [404, 404]
+    by_key = {row["bw_sourceid"]: (rid, row) for rid, row in stored.items()}
+    for outcome in report.outcomes[:-2]:
+        rid, row = by_key[outcome.source_key]
+        assert outcome.target_id == rid and row["telephone1"] == f"555-{int(outcome.source_key[2:]):04d}"
+        assert row.get("overriddencreatedon") == before[rid].get("overriddencreatedon"), "create-only kept"
+    assert by_key["P-000049"][1].get("telephone1") is None
+    assert report.requests <= 4, f"{report.requests} requests for 252 updates"

@@ -17,8 +17,8 @@ from shared.errors import (
     BundleColumnMismatch,
     BundleCorrupt,
     BundleFileMissing,
+    BundleFormatUnsupported,
     BundleHashMismatch,
-    BundleManifestInvalid,
     BundleRefused,
     BundleRowCountMismatch,
     BundleUnsafePath,
@@ -56,6 +56,12 @@ def _rewrite_part(bundle: Path, table: str, index: int, edit: Callable[[list[dic
     return part["file"]
 
 
+def _first_file(bundle: Path) -> str:
+    """The first binary's sha256, from the file index's first part."""
+    first = _manifest(bundle)["file_index"]["parts"][0]["file"]
+    return json.loads(gzip.decompress((bundle / first).read_bytes()).splitlines()[0])["sha256"]
+
+
 def _refused(bundle: Path, kind: type[BundleRefused]) -> BundleRefused:
     with pytest.raises(kind) as caught:
         BundleReader.from_directory(bundle).verify()
@@ -67,7 +73,7 @@ def test_intact_bundle_verifies_and_counts_add_up(bundle: Path):
     report = reader.verify()
     for name, counts in report.tables.items():
         assert counts.loaded + counts.quarantined == reader.table(name).rows
-    assert report.files_checked == len(reader.manifest.files)
+    assert report.files_checked == report.files_indexed == reader.manifest.file_index.count > 0
 
 
 def test_one_flipped_byte_in_a_part_is_refused_naming_the_file(bundle: Path):
@@ -80,7 +86,7 @@ def test_one_flipped_byte_in_a_part_is_refused_naming_the_file(bundle: Path):
 
 
 def test_one_flipped_byte_in_a_binary_is_refused(bundle: Path):
-    sha = _manifest(bundle)["files"][0]["sha256"]
+    sha = _first_file(bundle)
     raw = bytearray((bundle / "files" / sha).read_bytes())
     raw[-1] ^= 0xFF
     (bundle / "files" / sha).write_bytes(bytes(raw))
@@ -116,7 +122,7 @@ def test_manifest_row_count_mismatch_is_refused(bundle: Path):
 
 def test_missing_binary_and_missing_part_are_refused(bundle: Path):
     data = _manifest(bundle)
-    sha = data["files"][0]["sha256"]
+    sha = _first_file(bundle)
     (bundle / "files" / sha).unlink()
     assert _refused(bundle, BundleFileMissing).file == f"files/{sha}"
     part = data["tables"][0]["parts"][0]["file"]
@@ -187,8 +193,11 @@ def test_unknown_format_version_is_refused(bundle: Path):
     data = _manifest(bundle)
     data["format"] = "bridgework.dentrix-bundle/9"
     _save_manifest(bundle, data)
-    with pytest.raises(BundleManifestInvalid, match="format"):
+    with pytest.raises(BundleFormatUnsupported) as caught:
         BundleReader.from_directory(bundle)
+    message = str(caught.value)
+    assert "'bridgework.dentrix-bundle/9'" in message and "supports bridgework.dentrix-bundle/2" in message
+    assert caught.value.file == "manifest.json" and caught.value.field == "format"
 
 
 def test_bad_rows_are_quarantined_with_file_line_field_and_no_values(bundle: Path):

@@ -210,8 +210,9 @@ def test_target_estimate_counts_records_per_object_and_attachments(case: Case) -
     manifest = json.loads((case.bundle / "manifest.json").read_text())
     att = est.attachments
     assert att.documents == len(docs)
-    assert att.files == len(manifest["files"]) == len(list((case.bundle / "files").iterdir()))
-    assert att.bytes == sum(p.stat().st_size for p in (case.bundle / "files").iterdir())
+    binaries = [p for p in (case.bundle / "files").iterdir() if not p.name.startswith("index-")]
+    assert att.files == manifest["file_index"]["count"] == len(binaries)
+    assert att.bytes == manifest["file_index"]["bytes"] == sum(p.stat().st_size for p in binaries)
     assert att.patient_folders == len({r["patient_id"] for r in docs.values() if r["patient_id"]})
     writes = sum(o.records for o in est.objects if o.action in ("upsert", "update"))
     assert est.load.records == writes + est.closing_writes + att.patient_folders
@@ -222,9 +223,7 @@ def test_files_over_the_note_attachment_limit_are_listed_by_document_id(case: Ca
     limit = 400
     settings = EstimateSettings(attachment_destination="notes", note_max_upload_bytes=limit)
     report = profile_bundle(BundleReader.from_directory(case.bundle), settings=settings)
-    sizes = {
-        f["sha256"]: f["bytes"] for f in json.loads((case.bundle / "manifest.json").read_text())["files"]
-    }
+    sizes = {f.sha256: f.bytes for f in BundleReader.from_directory(case.bundle).iter_files()}
     docs = _truth(case.db, "document")
     ids = {
         d["doc_id"]

@@ -56,3 +56,48 @@ def test_entries_are_scoped_to_their_migration(storage_connection_string: str, u
     other = _entry("1").model_copy(update={"migration_id": "m-10"})
     journal.record([other])
     assert [e.migration_id for e in journal.entries("m-1")] == ["m-1"]
+
+
+def test_origins_of_one_part_read_only_that_parts_key_range(storage_connection_string: str, unique_name: str):
+    # Unpadded numeric ids: "9" < "10" must hold for a part (a run of consecutive ids) to be one key range.
+    journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
+    journal.record([_entry(str(i)) for i in range(1, 1201)])
+    read: list[str] = []
+    query = journal._table.query_entities
+
+    def counting(*args, **kwargs):
+        for entity in query(*args, **kwargs):
+            read.append(entity["RowKey"])
+            yield entity
+
+    journal._table.query_entities = counting  # type: ignore[method-assign]
+    part = [str(i) for i in range(95, 105)]  # crosses a digit boundary
+    origins = journal.existing_origins("m-1", "patient", part)
+    assert origins == {str(i): "created" for i in range(95, 105)}
+    assert len(read) == 10  # not the 1,200 rows of the partition: the range 95..104 holds exactly these
+    assert journal.existing_origins("m-1", "patient", ["1199", "1201", "1300"]) == {"1199": "created"}
+    assert journal.existing_origins("m-1", "patient", []) == {}
+
+
+def test_a_transaction_whose_connection_dropped_is_sent_again(storage_connection_string: str, unique_name: str,
+                                                                monkeypatch):
+    # Upserts are idempotent: a lost response must not fail a load batch of thousands of rows.
+    from azure.core.exceptions import ServiceResponseError
+
+    import shared.state.journal as journal_module
+
+    monkeypatch.setattr(journal_module, "_BACKOFF_SECONDS", 0.0)
+    journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
+    submit = journal._table.submit_transaction
+    calls: list[int] = []
+
+    def flaky(operations):
+        calls.append(len(operations))
+        if len(calls) in (1, 3):  # the first transaction's first try; another one's first try
+            raise ServiceResponseError("Connection aborted.")
+        return submit(operations)
+
+    journal._table.submit_transaction = flaky  # type: ignore[method-assign]
+    journal.record([_entry(str(i)) for i in range(250)])  # three transactions, sent in parallel
+    assert len(calls) == 5
+    assert sorted(e.source_id for e in journal.entries("m-1", "patient")) == sorted(str(i) for i in range(250))

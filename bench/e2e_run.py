@@ -1,0 +1,233 @@
+"""One end-to-end migration measured from the outside: the stack, the clocks, the counters, the host's memory.
+
+Starts a fresh Azurite, the emulator in its own process (its CPU is not the host's) and the local host, then
+drives the migration through the API as an operator does (devtools.stack.drive_migration). While it runs,
+the load phase is timed from the first `load` status to the `attachments` status, with the emulator's
+per-user counters read at both ends. Afterwards: the host's peak memory (VmHWM of its process), its CPU
+time, the 429s and Retry-After waits the governor logged, the orchestration history (every instance of
+the task hub: activities scheduled, history rows), and the transform cost measured in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from azure.data.tables import TableServiceClient
+from pydantic import BaseModel
+
+from bench.e2e_workload import TransformCost, Workload, transform_workload
+from devhost.testing import run_host
+from devtools import azurite
+from devtools.stack import LocalStack, drive_migration, target_for, users_for_practice
+from emulator.config import EmulatorConfig, SeedUser
+from emulator.testing import run_emulator
+from shared.pipeline.schema import stored_plan
+from shared.runtime import Runtime
+from shared.settings import Settings
+
+TENANT = "practice-group-1"
+"""The tenant of devtools.stack's operator principal."""
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class Counters(BaseModel):
+    requests: int = 0
+    throttled: int = 0
+    records: int = 0
+    execution_seconds: float = 0.0
+    early_requests: int = 0
+    max_in_flight: int = 0
+
+    @classmethod
+    def of(cls, counters: dict[str, Any]) -> Counters:
+        users = list(counters.values())
+        return cls(requests=sum(int(c["requests"]) for c in users), throttled=sum(int(c["throttled"]) for c in users),
+                   records=sum(int(c["records"]) for c in users),
+                   execution_seconds=sum(float(c["execution_seconds"]) for c in users),
+                   early_requests=sum(int(c["early_requests"]) for c in users),
+                   max_in_flight=max((int(c["max_in_flight"]) for c in users), default=0))
+
+    def minus(self, other: Counters) -> Counters:
+        return Counters(requests=self.requests - other.requests, throttled=self.throttled - other.throttled,
+                        records=self.records - other.records,
+                        execution_seconds=self.execution_seconds - other.execution_seconds,
+                        early_requests=self.early_requests - other.early_requests, max_in_flight=self.max_in_flight)
+
+
+class E2EResult(BaseModel):
+    migration_id: str
+    runtime_status: str
+    app_users: int
+    records: int
+    """Target records the load wrote (created + updated in the final report, load maps only)."""
+    journal_rows: int
+    load_seconds: float
+    """Real seconds from the first `load` status to the `attachments` status (second pass included)."""
+    migration_seconds: float
+    load_counters: Counters
+    """Emulator counters over the load phase, all application users."""
+    per_user_requests: dict[str, int]
+    retry_after_seconds: float
+    """Sum of the Retry-After values the host's governors were given (real seconds)."""
+    held_back_seconds: float
+    """Time the governors held a user back on Retry-After (overlaps counted once per governor), real s."""
+    host_peak_rss_mb: float
+    host_cpu_seconds_load: float
+    emulator_cpu_seconds_load: float
+    instances: int
+    activities: int
+    history_events: int
+    transform: TransformCost | None = None
+    actions: dict[str, int]
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+_GOVERNOR_LINE = re.compile(r"dataverse 429: retry_after=([0-9.]+) held_back=([0-9.]+)")
+
+
+def _governor_waits(log: Path) -> tuple[int, float, float]:
+    count, retry_after, held = 0, 0.0, 0.0
+    with log.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            match = _GOVERNOR_LINE.search(line)
+            if match:
+                count += 1
+                retry_after += float(match.group(1))
+                held += float(match.group(2))
+    return count, retry_after, held
+
+
+def _orchestration(storage: str, hub: str, host: Any) -> tuple[int, int, int]:
+    """(instances, activities scheduled, history rows) of every instance in the task hub."""
+    service = TableServiceClient.from_connection_string(storage)
+    ids = [e["PartitionKey"] for e in service.get_table_client(f"{hub}Instances").list_entities(
+        select=["PartitionKey"])]
+    rows = sum(1 for _ in service.get_table_client(f"{hub}History").list_entities(select=["PartitionKey"]))
+    activities = 0
+    for instance in set(ids):
+        events = host.status(instance, history=True).get("historyEvents", [])
+        activities += sum(1 for e in events if e.get("EventType") == "TaskScheduled")
+    return len(set(ids)), activities, rows
+
+
+class _PatientStack(LocalStack):
+    """An operator who asks again: on a loaded machine the API can answer a status read with a 500 when
+    storage times out; a GET is retried a few times instead of ending a long benchmark run."""
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        for attempt in range(6):
+            try:
+                return super().api(method, path, **kwargs)
+            except RuntimeError as exc:
+                if method != "GET" or " answered 5" not in str(exc) or attempt == 5:
+                    raise
+                time.sleep(2.0)
+        raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def bench_stack(work: Path, emulator_config: EmulatorConfig) -> Iterator[LocalStack]:
+    """A fresh Azurite, the emulator in its own process, the local host: devtools.stack's local_stack with
+    the emulator out of the host's and the benchmark's processes."""
+    work.mkdir(parents=True, exist_ok=True)
+    storage = azurite.start(log_file=work / "azurite.log")
+    prefix = "bw" + uuid.uuid4().hex[:8]
+    try:
+        with run_emulator(emulator_config, subprocess=True) as emulator:
+            env = {
+                "BRIDGEWORK_TABLE_PREFIX": prefix,
+                "BRIDGEWORK_DATAVERSE_AUTH_MODE": "factory",
+                "BRIDGEWORK_DATAVERSE_CREDENTIAL_FACTORY": "emulator.credentials:EmulatorTokenCredential",
+            }
+            with run_host("function_app:app", storage.connection_string, prefix, env=env,
+                          log_path=work / "host.log") as host:
+                yield _PatientStack(storage, emulator, host, prefix)
+    finally:
+        storage.stop()
+
+
+def emulator_config(base: EmulatorConfig, practice: Path) -> EmulatorConfig:
+    return base.model_copy(update={"users": [SeedUser.model_validate(u) for u in users_for_practice(practice)]})
+
+
+def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, app_users: int,
+            collect_workload: bool, timeout: float) -> tuple[E2EResult, Workload | None, Any]:
+    """Migrate the bundle end to end; returns the result, the transformed workload (if asked) and the
+    migration's schema spec (for the peers)."""
+    with bench_stack(work, emulator_config(config, practice)) as stack:
+        assert stack.host.process is not None
+        host_pid = stack.host.process.pid
+        emu_pid = stack.emulator.proc.pid  # type: ignore[attr-defined]
+        marks: dict[str, tuple[float, Counters, float, float]] = {}
+
+        def on_progress(view: dict[str, Any]) -> None:
+            stage = (view.get("custom_status") or {}).get("stage")
+            point = "start" if stage == "load" else "end" if stage in ("attachments", "done") else None
+            if point and point not in marks:
+                marks[point] = (time.monotonic(), Counters.of(stack.emulator.counters()),
+                                _cpu_seconds(host_pid), _cpu_seconds(emu_pid))
+
+        users = [f"app-{n + 1}" for n in range(app_users)]
+        started = time.monotonic()
+        result = drive_migration(stack, bundle, target=target_for(stack, application_users=users),
+                                 timeout=timeout, on_progress=on_progress)
+        migration_seconds = time.monotonic() - started
+        view = result["view"]
+        status = view.get("runtime_status", "?")
+        if status != "Completed" or "start" not in marks or "end" not in marks:
+            raise RuntimeError(f"migration {result['migration_id']} ended {status}; see {work / 'host.log'}")
+        report = result["report"]
+        actions: dict[str, int] = {}
+        for m in report["maps"]:
+            for action, n in m["actions"].items():
+                actions[action] = actions.get(action, 0) + n
+        # Records the load wrote: created + updated of every map except attachments (files, not records).
+        records = sum(n for m in report["maps"] if m["target_table"] != "sharepointdocument"
+                      and m["map"] != "document" for a, n in m["actions"].items() if a in ("created", "updated"))
+        (t0, c0, h0, e0), (t1, c1, h1, e1) = marks["start"], marks["end"]
+        per_user = {user: int(c["requests"]) for user, c in stack.emulator.counters().items()}
+        _, retry_after, held = _governor_waits(work / "host.log")
+        instances, activities, history = _orchestration(stack.storage.connection_string, stack.prefix, stack.host)
+        rt = Runtime.create(Settings.model_validate({
+            "AzureWebJobsStorage": stack.storage.connection_string, "table_prefix": stack.prefix,
+            "dataverse_auth_mode": "factory",
+            "dataverse_credential_factory": "emulator.credentials:EmulatorTokenCredential"}))
+        migration = rt.migrations.get(TENANT, result["migration_id"])
+        schema_spec = stored_plan(rt, migration).schema_spec
+
+        async def measure() -> tuple[Workload, TransformCost]:
+            from shared.pipeline.target import dataverse_client
+
+            async with dataverse_client(rt, migration) as client:
+                return await transform_workload(rt, migration, client, collect=collect_workload)
+
+        workload, cost = asyncio.run(measure())
+        peak = _peak_rss_mb(host_pid)
+        return E2EResult(
+            migration_id=result["migration_id"], runtime_status=status, app_users=app_users, records=records,
+            journal_rows=sum(actions.values()), load_seconds=t1 - t0, migration_seconds=migration_seconds,
+            load_counters=c1.minus(c0), per_user_requests=per_user, retry_after_seconds=retry_after,
+            held_back_seconds=held, host_peak_rss_mb=peak, host_cpu_seconds_load=h1 - h0,
+            emulator_cpu_seconds_load=e1 - e0, instances=instances, activities=activities,
+            history_events=history, transform=cost, actions=actions,
+        ), (workload if collect_workload else None), schema_spec
