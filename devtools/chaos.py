@@ -164,6 +164,9 @@ def migrate(stack: LocalStack, bundle: Path, timeout: float = 600, sample_patien
 APPROVAL_SHARES = {"/mapping/approve": 0.2, "/schema-plan/approve": 0.35, "/sample/approve": 0.5}
 """Share of the minimum kills that must have happened before each approval is given: the rest fall
 on the full load and what follows it."""
+NO_SAMPLE_SHARES = {**APPROVAL_SHARES, "/schema-plan/approve": 0.6}
+"""Without a sample stage the schema approval is the last hold: the full load of a small practice is
+over in seconds, so more of the kills must happen before it (discovery, planning, the waits)."""
 
 
 class ChaosStack(LocalStack):
@@ -176,7 +179,8 @@ class ChaosStack(LocalStack):
         self.monkey = monkey
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        share = next((share for suffix, share in APPROVAL_SHARES.items() if path.endswith(suffix)), None)
+        shares = NO_SAMPLE_SHARES if self.monkey.settings.sample_patients == 0 else APPROVAL_SHARES
+        share = next((share for suffix, share in shares.items() if path.endswith(suffix)), None)
         if method == "POST" and share is not None:
             self.monkey.wait_for_kills(int(self.monkey.settings.min_kills * share))
         with self.monkey.lock:

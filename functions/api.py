@@ -34,7 +34,7 @@ import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from functions import logging_policy, names
-from functions.http import InvalidRequest, api_route, json_response, problem, read_model
+from functions.http import InvalidRequest, api_route, json_response, problem, read_model, stored_report
 from functions.openapi import MIGRATION_ID_PATTERN, documented, openapi_document
 from functions.views import (
     ListQuery,
@@ -487,7 +487,7 @@ async def start_rollback(req: func.HttpRequest, client: df.DurableOrchestrationC
 @bp.route(route="migrations/{migration_id}/rollback", methods=["GET"])
 @bp.durable_client_input(client_name="client")
 @documented("GET", "migrations/{migration_id}/rollback", "The rollback's status and report (JSON, or ?format=html)",
-            role="viewer", responses={200: "object"}, alternatives=("text/html",))
+            role="viewer", responses={200: "object"}, alternatives=("text/html",), errors=(409,))
 @api_route
 async def get_rollback(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     from shared.pipeline.rollback import REPORT, RollbackReport
@@ -555,19 +555,8 @@ async def get_sample_diff(req: func.HttpRequest) -> func.HttpResponse:
     from shared.pipeline import sample
 
     _, migration = _load(req)
-    wanted = req.params.get("format") or ""
-    accept = req.headers.get("accept") or ""
-    artifacts = runtime().artifacts
-    if wanted == "html" or (not wanted and "text/html" in accept):
-        return func.HttpResponse(artifacts.get_bytes(migration.migration_id, sample.DIFF_HTML),
-                                 mimetype="text/html", charset="utf-8")
-    if wanted == "csv" or (not wanted and "text/csv" in accept):
-        return func.HttpResponse(artifacts.get_bytes(migration.migration_id, sample.DIFF_CSV),
-                                 mimetype="text/csv", charset="utf-8")
-    if wanted not in ("", "json"):
-        return problem(400, "invalid_request", "Unknown format", "format must be json, csv or html")
-    return func.HttpResponse(artifacts.get_bytes(migration.migration_id, sample.DIFF_JSON),
-                             mimetype="application/json")
+    return stored_report(req, migration.migration_id,
+                         {"json": sample.DIFF_JSON, "csv": sample.DIFF_CSV, "html": sample.DIFF_HTML})
 
 
 # -- the sample run's decision (issue 6) ------------------------------------------------------------------

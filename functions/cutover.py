@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from functions import names
 from functions.api import WrongStage, _load, idempotent
-from functions.http import api_route, json_response, problem, read_model
+from functions.http import api_route, json_response, problem, read_model, stored_report
 from functions.openapi import documented
 from shared.pipeline import cutover, load
 from shared.pipeline import reconcile as recon
@@ -157,19 +157,8 @@ async def go_live(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
 @api_route
 async def get_reconciliation(req: func.HttpRequest) -> func.HttpResponse:
     _, migration = _load(req)
-    wanted = req.params.get("format") or ""
-    accept = req.headers.get("accept") or ""
-    artifacts = runtime().artifacts
-    if wanted == "html" or (not wanted and "text/html" in accept):
-        return func.HttpResponse(artifacts.get_bytes(migration.migration_id, recon.REPORT_HTML),
-                                 mimetype="text/html", charset="utf-8")
-    if wanted == "csv" or (not wanted and "text/csv" in accept):
-        return func.HttpResponse(artifacts.get_bytes(migration.migration_id, recon.REPORT_CSV),
-                                 mimetype="text/csv", charset="utf-8")
-    if wanted not in ("", "json"):
-        return problem(400, "invalid_request", "Unknown format", "format must be json, csv or html")
-    return func.HttpResponse(artifacts.get_bytes(migration.migration_id, recon.REPORT_JSON),
-                             mimetype="application/json")
+    return stored_report(req, migration.migration_id,
+                         {"json": recon.REPORT_JSON, "csv": recon.REPORT_CSV, "html": recon.REPORT_HTML})
 
 
 @bp.route(route="migrations/{migration_id}/reconciliation", methods=["POST"])

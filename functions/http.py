@@ -107,3 +107,23 @@ def read_model(req: func.HttpRequest, model: type[BaseModel], max_bytes: int = M
     if len(body) > max_bytes:
         raise PayloadTooLarge(f"the request body is larger than {max_bytes} bytes")
     return model.model_validate_json(body)
+
+
+REPORT_TYPES = {"json": "application/json", "csv": "text/csv", "html": "text/html"}
+
+
+def stored_report(req: func.HttpRequest, migration_id: str, paths: dict[str, str]) -> func.HttpResponse:
+    """A report kept as artifacts in several formats (`paths`: format -> artifact path), chosen by
+    `?format=` or else by the Accept header; JSON by default. An unknown format is a 400."""
+    from shared.runtime import runtime
+
+    wanted = req.params.get("format") or ""
+    if not wanted:
+        accept = req.headers.get("accept") or ""
+        wanted = next((kind for kind in ("html", "csv") if kind in paths and REPORT_TYPES[kind] in accept), "json")
+    if wanted not in paths:
+        return problem(400, "invalid_request", "Unknown format", f"format must be one of {', '.join(paths)}")
+    body = runtime().artifacts.get_bytes(migration_id, paths[wanted])
+    if wanted == "json":
+        return func.HttpResponse(body, mimetype="application/json")
+    return func.HttpResponse(body, mimetype=REPORT_TYPES[wanted], charset="utf-8")

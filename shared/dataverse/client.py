@@ -160,6 +160,7 @@ class DataverseClient:
         credentials: Any | Sequence[Any],
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        governors: Sequence[Governor] | None = None,
     ) -> None:
         if not config.environment_url.startswith(("https://", "http://")):
             raise ConfigurationError("dataverse environment_url must be an absolute http(s) URL")
@@ -168,8 +169,12 @@ class DataverseClient:
             raise ConfigurationError("dataverse client needs at least one credential")
         self.config = config
         scope = config.scope or default_scope(config.environment_url)
+        if governors is not None and len(governors) != len(creds):
+            raise ConfigurationError("dataverse client needs one governor per credential")
+        # Shared governors (one per application user, across the clients of a process) make every
+        # activity see a 429's Retry-After and the concurrency cap another activity met.
         self.lanes = [
-            Lane(f"user{i + 1}", TokenProvider(c, scope), Governor(config.governor))
+            Lane(f"user{i + 1}", TokenProvider(c, scope), governors[i] if governors else Governor(config.governor))
             for i, c in enumerate(creds)
         ]
         inner = transport or httpx.AsyncHTTPTransport(

@@ -24,6 +24,7 @@ from shared.dataverse.client import DataverseClient, odata_literal
 from shared.dataverse.schema import read_table
 from shared.dataverse.writer import BulkWriter, TableTarget, WriteRow, row_id
 from shared.dentrix.reader import BundleReader, LoadedRow, QuarantinedRow
+from shared.errors import DataverseRecordRejected
 from shared.mapping.graph import plan_loads
 from shared.mapping.rows import (
     create_only_columns,
@@ -342,6 +343,8 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
             # Write-ahead: rows about to be created are journaled (origin created, code write_in_progress)
             # before the request goes out, so a host stopped between the write and the journal cannot turn
             # them into updates of unknown origin that a rollback would leave behind (found by the chaos run).
+            if table_map.action == "update":  # writes into records another map created: never their origin
+                return
             fresh = [k for k in keys if k not in origins and k not in announced]
             announced.update(keys)
             if fresh:
@@ -428,10 +431,15 @@ async def _preexisting(rt: Runtime, migration: Migration, client: DataverseClien
 
 
 async def _close(client: DataverseClient, target: TableTarget, states: dict[str, dict[str, int]]) -> None:
-    """Close finished activities as their last write (completed or canceled are read-only after)."""
-    for sid, state in sorted(states.items()):
-        key = {target.key_column: sid} if target.key_column else sid
-        await client.update(target.entity_set, key, state)
+    """Close finished activities as their last write (completed or canceled are read-only after), 200
+    updates per `$batch` rather than one request each."""
+    if not states:
+        return
+    report = await BulkWriter(client).update(target, [WriteRow(sid, state) for sid, state in sorted(states.items())])
+    if report.failed:
+        codes = sorted({o.error_code or "unknown" for o in report.outcomes if o.action == "failed"})
+        raise DataverseRecordRejected(f"{report.failed} activities of {target.logical_name} could not be closed",
+                                      dataverse_code=",".join(codes))
 
 
 WRITE_IN_PROGRESS = "write_in_progress"
@@ -493,6 +501,7 @@ async def bind_deferred(rt: Runtime, migration: Migration, map_name: str, part: 
             context = dataclasses.replace(context, cache={}, parent_ids=current.parent_ids(
                 spec, _loaded_maps(spec), context.parent_ids))
         target = _target(spec, table_map, context, {})
+        binds: list[WriteRow] = []
         for item in rows_reader.iter_part(table_map.source_table, part):
             if not isinstance(item, LoadedRow) or not table_map.selects(item.row.model_dump()):
                 continue
@@ -505,10 +514,14 @@ async def bind_deferred(rt: Runtime, migration: Migration, map_name: str, part: 
             _, later = split_deferred(payload, navs)
             if not later:
                 continue
-            sid = source_id(table_map, row)
-            key = {target.key_column: sid} if target.key_column else sid
-            await client.update(target.entity_set, key, later)
-            counts["bound"] = counts.get("bound", 0) + 1
+            binds.append(WriteRow(source_id(table_map, row), later))
+        if binds:  # 200 updates per `$batch`, not one request per record
+            report = await BulkWriter(client).update(target, binds)
+            if report.failed:
+                codes = sorted({o.error_code or "unknown" for o in report.outcomes if o.action == "failed"})
+                raise DataverseRecordRejected(f"{report.failed} second-pass lookups of {map_name} were refused",
+                                              dataverse_code=",".join(codes))
+            counts["bound"] = len(binds)
     stage = f"bind:{map_name}/{part}" if not bundle_id else f"bind:{bundle_id}:{map_name}/{part}"
     if sample is not None:
         stage = f"sample-bind:{map_name}/{part}"

@@ -234,9 +234,7 @@ def render_html(report: Reconciliation) -> str:
         f"<td>{len(m.extra_in_target) + len(m.extra_in_journal)}</td><td>{len(m.field_mismatched_records)}</td>"
         f"<td>{m.mismatched_records}</td><td>{_pct(m.mismatch_share)}</td>"
         f"<td>{'within' if m.within_tolerance else 'BEYOND'}</td></tr>" for m in report.maps)
-    rows = "".join(
-        f"<tr><td>{e(m.map)}</td><td>{e(m.record)}</td><td>{e(m.field)}</td><td>{e(_cell(m.source))}</td>"
-        f"<td>{e(_cell(m.expected))}</td><td>{e(_cell(m.actual))}</td></tr>" for m in report.mismatches)
+    rows = sample.mismatch_rows_html(report.mismatches)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Go-live reconciliation</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2rem;color:#222}}table{{border-collapse:collapse;margin:1rem 0}}
@@ -262,10 +260,6 @@ worst table: <span id="worst-share">{_pct(report.worst_share)}</span></p>
 document.querySelectorAll('#mismatches tr+tr').forEach(function(r){{r.style.display=r.textContent.toLowerCase()
 .indexOf(q)<0?'none':''}})}})</script></body></html>
 """
-
-
-def _cell(value: Any) -> str:
-    return "" if value is None else str(value)
 
 
 async def write_reconciliation(rt: Runtime, migration: Migration) -> Reconciliation:

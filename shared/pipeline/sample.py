@@ -18,6 +18,7 @@ import csv
 import dataclasses
 import html
 import io
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -322,6 +323,14 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def mismatch_rows_html(mismatches: Iterable[Mismatch]) -> str:
+    """The `<tr>` rows of a mismatch list (map, record, field, source, expected, actual), escaped."""
+    e = html.escape
+    return "".join(
+        f"<tr><td>{e(m.map)}</td><td>{e(m.record)}</td><td>{e(m.field)}</td><td>{e(_cell(m.source))}</td>"
+        f"<td>{e(_cell(m.expected))}</td><td>{e(_cell(m.actual))}</td></tr>" for m in mismatches)
+
+
 def render_html(diff: SampleDiff) -> str:
     """One self-contained page: summary first, then named checks, tables, and a filterable mismatch list."""
     e = html.escape
@@ -332,9 +341,7 @@ def render_html(diff: SampleDiff) -> str:
     checks = "".join(
         f"<tr class='{'ok' if c.passed else 'bad'}'><td>{e(c.name)}</td><td>{c.matched} / {c.checked}</td>"
         f"<td>{'passed' if c.passed else 'FAILED'}</td></tr>" for c in diff.checks)
-    rows = "".join(
-        f"<tr><td>{e(m.map)}</td><td>{e(m.record)}</td><td>{e(m.field)}</td><td>{e(_cell(m.source))}</td>"
-        f"<td>{e(_cell(m.expected))}</td><td>{e(_cell(m.actual))}</td></tr>" for m in diff.mismatches)
+    rows = mismatch_rows_html(diff.mismatches)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Sample migration: field-level diff</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2rem;color:#222}}table{{border-collapse:collapse;margin:1rem 0}}

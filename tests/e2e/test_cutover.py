@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import shutil
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -38,10 +35,10 @@ from shared.pipeline.cutover import refusal_path
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.state.upload_sas import bundle_container
+from tests.e2e.browser import render
 
 PATIENTS = 10
 TICK = 15 * 60
-ROOT = Path(__file__).resolve().parents[2]
 EDITED, NEW_PATIENT, NEW_APPOINTMENT = 3, 99001, 99001
 FIRED = "timer cutover_pickup_timer fired"
 
@@ -360,25 +357,12 @@ def test_the_reconciliation_report_renders_in_headless_chromium(cut: Cutover, tm
     report = cut.api("GET", "/reconciliation").json()
     page = cut.api("GET", "/reconciliation", params={"format": "html"})
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    file = tmp_path / "reconciliation.html"
-    file.write_text(page.text, encoding="utf-8")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Debian's chromium package is needed: apt-get install chromium"
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-             f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([*flags, "--dump-dom", file.as_uri()], capture_output=True, text=True, timeout=90,
-                         check=True).stdout
+    dom = render(page.text, tmp_path, "reconciliation", window="1200,1000", docs_name="reconciliation.png")
     assert f'<span id="records-expected">{report["records_expected"]}</span>' in dom
     assert '<span id="records-mismatched">0</span>' in dom
     assert f'<span id="fields-checked">{report["fields_checked"]}</span>' in dom
     assert f'<span id="deltas-applied">{len(report["deltas_applied"])}</span>' in dom
     assert 'id="verdict" class="completed"' in dom
-    shot = tmp_path / "reconciliation.png"
-    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,1000", file.as_uri()],
-                   capture_output=True, timeout=90, check=True)
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    if os.environ.get("BRIDGEWORK_UPDATE_SCREENSHOTS"):  # docs/reconciliation.png, refreshed on request only
-        shutil.copy(shot, ROOT / "docs" / "reconciliation.png")
 
 
 def test_a_mismatch_beyond_the_tolerance_recommends_the_rollback(cut: Cutover):
