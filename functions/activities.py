@@ -86,8 +86,8 @@ async def bind_deferred(request: dict) -> dict:
 async def copy_attachments(request: dict) -> dict:
     migration = _migration(request)
     sample = _sample_mode(request, migration).get("sample")
-    return (await attachments.copy_attachments(runtime(), migration, int(request["part"]), sample=sample)
-            ).model_dump()
+    return (await attachments.copy_attachments(runtime(), migration, int(request["part"]), sample=sample,
+                                                bundle_id=request.get("bundle_id"))).model_dump()
 
 
 @bp.activity_trigger(input_name="request", activity=names.FINISH_MIGRATION)

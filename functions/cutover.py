@@ -242,6 +242,14 @@ def _apply_delta(context: df.DurableOrchestrationContext, ref: dict, bundle_id: 
                                              {**job, "table": item["table"], "part": part})
             for item in plan["deferred"] for part in range(item["parts"])
         ])
+    if plan.get("attachment_parts"):  # new or changed documents: their files, like the full run's
+        copied = yield context.task_all([
+            context.call_activity_with_retry(names.COPY_ATTACHMENTS, ACTIVITY_RETRY, {**job, "part": part})
+            for part in range(plan["attachment_parts"])
+        ])
+        into = counts.setdefault("attachments", {})
+        for result in copied:
+            into["copied"] = into.get("copied", 0) + result["copied"]
     if plan["deleted_keys"]:
         yield context.call_activity_with_retry(names.APPLY_DELETIONS, ACTIVITY_RETRY, job)
     report = yield context.call_activity_with_retry(names.COMMIT_DELTA, ACTIVITY_RETRY, {**job, "counts": counts})

@@ -77,15 +77,16 @@ async def _library(graph: GraphClient, dv: DataverseClient, site: str) -> Librar
 
 
 async def copy_attachments(rt: Runtime, migration: Migration, part: int, *,
-                           sample: SampleScope | None = None) -> AttachmentInfo:
+                           sample: SampleScope | None = None, bundle_id: str | None = None) -> AttachmentInfo:
     """Copy the files of one part of the document table; safe to run twice (replace + upserts).
-    `sample`: only the sampled patients' documents (the sample run; the full run copies them again)."""
+    `sample`: only the sampled patients' documents (the sample run; the full run copies them again).
+    `bundle_id`: the document rows (and files) of a delta bundle during cutover."""
     mapping = approved_mapping(rt, migration)
     spec = mapping.spec
     table_map = _document_map(spec)
     if table_map is None:
         return AttachmentInfo(part=part, copied=0, skipped=0, failed=0)
-    reader = open_bundle(rt, migration)
+    reader = open_bundle(rt, migration, bundle_id)
     file_column = _file_column(reader, table_map.source_table)
     patient_column = _patient_column(table_map)
     counts = {"created": 0, "skipped": 0, "failed": 0}
@@ -96,7 +97,7 @@ async def copy_attachments(rt: Runtime, migration: Migration, part: int, *,
         key = "created" if action in ("created", "updated") else action
         counts[key] = counts.get(key, 0) + 1
         entries.append(JournalEntry(migration_id=migration.migration_id, table=table_map.name, source_id=sid,
-                                    action=action, batch=f"{'sample:' if sample else ''}{table_map.name}/{part}", at=now(),
+                                    action=action, batch=f"{'sample:' if sample else ''}{bundle_id + ':' if bundle_id else ''}{table_map.name}/{part}", at=now(),
                                     **fields))
 
     to_notes = migration.target.attachments == "notes" or not migration.target.sharepoint_site

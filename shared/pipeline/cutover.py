@@ -295,6 +295,8 @@ class DeltaPlanInfo(BaseModel):
     deleted_keys: int
     refused: str | None = None
     """The error code when the delta failed verification: nothing of it is applied."""
+    attachment_parts: int = 0
+    """Parts of the delta's document table: their files are copied like the full run's."""
 
 
 def refusal_path(bundle_id: str) -> str:
@@ -339,9 +341,11 @@ def plan_delta(rt: Runtime, migration: Migration, bundle_id: str) -> DeltaPlanIn
     waves = [[t for t in wave if t.parts] for wave in waves]
     deferred = [item(n) for n in sorted({d.table for d in plan.deferred})]
     deleted = sum(t.change_counts.deleted for t in manifest.tables if t.change_counts)
+    documents = next((t for t in spec.enabled_tables() if t.action == "attachment"), None)
     return DeltaPlanInfo(bundle_id=bundle_id, base_bundle_id=manifest.base_bundle_id,
                          waves=[w for w in waves if w], refresh=_refresh(rt, migration, spec, reader),
-                         deferred=[d for d in deferred if d.parts], deleted_keys=deleted)
+                         deferred=[d for d in deferred if d.parts], deleted_keys=deleted,
+                         attachment_parts=_changed_parts(manifest, documents.source_table) if documents else 0)
 
 
 def _refresh(rt: Runtime, migration: Migration, spec: MappingSpec, reader: Any) -> list[DeltaRefresh]:

@@ -39,7 +39,7 @@ from tests.e2e.browser import render
 
 PATIENTS = 10
 TICK = 15 * 60
-EDITED, NEW_PATIENT, NEW_APPOINTMENT = 3, 99001, 99001
+EDITED, NEW_PATIENT, NEW_APPOINTMENT, NEW_DOCUMENT = 3, 99001, 99001, 99001
 FIRED = "timer cutover_pickup_timer fired"
 
 
@@ -192,6 +192,8 @@ def test_three_deltas_apply_exactly_their_changes_in_base_order(cut: Cutover):
     appointment = dict(conn.execute("SELECT * FROM v_appt ORDER BY appointment_id LIMIT 1").fetchone())
     procedure = dict(conn.execute("SELECT * FROM v_appt_proc WHERE appointment_id = ? LIMIT 1",
                                   (appointment["appointment_id"],)).fetchone())
+    document = dict(conn.execute("SELECT * FROM v_document WHERE attach_type = 'patient' ORDER BY doc_id LIMIT 1"
+                                 ).fetchone())
     conn.close()
     patient.update(patient_id=NEW_PATIENT, guar_id=NEW_PATIENT, fam_id=NEW_PATIENT, chart_num="NEW99001",
                    patient_guid="{00000000-0000-0000-0000-000000099001}", pri_insured_id=None, sec_insured_id=None,
@@ -199,7 +201,11 @@ def test_three_deltas_apply_exactly_their_changes_in_base_order(cut: Cutover):
     appointment.update(appointment_id=NEW_APPOINTMENT, patient_id=NEW_PATIENT, modified_at="2099-01-02 09:05:00.000")
     procedure.update(appt_proc_id=f"{NEW_APPOINTMENT}|1", appointment_id=NEW_APPOINTMENT,
                      modified_at="2099-01-02 09:05:00.000")
-    for table, row in (("v_patient", patient), ("v_appt", appointment), ("v_appt_proc", procedure)):
+    document.update(doc_id=NEW_DOCUMENT, patient_id=NEW_PATIENT)  # an X-ray of the new patient (same file)
+    if "modified_at" in document:
+        document["modified_at"] = "2099-01-02 09:10:00.000"
+    for table, row in (("v_patient", patient), ("v_appt", appointment), ("v_appt_proc", procedure),
+                       ("v_document", document)):
         cut.edit(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
                  params=tuple(row.values()))
     d2, d2_dir = cut.extract_delta("delta-2", d1_dir)
@@ -243,11 +249,18 @@ def test_three_deltas_apply_exactly_their_changes_in_base_order(cut: Cutover):
     new_appointment = after_3["appointment"][f"appointment:A-{NEW_APPOINTMENT}"]
     assert new_appointment["regardingobjectid"] == f"contact:P-{NEW_PATIENT}"
     assert new_appointment.get("bw_cdtcodes"), "the new appointment's procedure (a child row) was not applied"
-    # The only other records touched are the appointments' activity parties.
-    assert set(changes) <= {"activityparty"}, sorted(changes)
+    # The only other records touched: the appointments' activity parties and the new patient's SharePoint
+    # folder location (its document's file went there).
+    assert set(changes) <= {"activityparty", "sharepointdocumentlocation"}, sorted(changes)
     reports = {r["bundle_id"]: r for r in status["reports"]}
     assert reports[d2]["tables"]["patient"]["created"] == 1 and reports[d2]["tables"]["appointment"]["created"] == 1
     assert reports[d3]["tables"]["appointment"]["deleted"] == 1
+    # The new patient's document: its file copied by the delta, journaled with the delta's batch.
+    assert reports[d2]["tables"]["attachments"]["copied"] == 1
+    copied = [e for e in cut.rt.journal.entries(cut.migration_id) if e.source_id == f"D-{NEW_DOCUMENT}"]
+    # (Stamped after delta 2's watermark, the row travels again in delta 3: copied again, replacing the file.)
+    assert [e.action for e in copied] == ["created"] and copied[0].batch.split(":")[0] in (d2, d3)
+    assert copied[0].target_id
     journal = {(e.table, e.source_id): e for e in cut.rt.journal.entries(cut.migration_id)}
     assert journal[("appointment", f"A-{deleted}")].action == "deleted"
     # Rows stamped after a delta's watermark travel again in the next delta: re-applied, unchanged.
