@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableServiceClient, UpdateMode
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -71,12 +71,7 @@ class OpenCutovers:
     PARTITION = "open"
 
     def __init__(self, service: TableServiceClient, prefix: str) -> None:
-        name = f"{prefix}cutovers"
-        try:
-            service.create_table(name)
-        except ResourceExistsError:
-            pass
-        self._table = service.get_table_client(name)
+        self._table = service.create_table_if_not_exists(f"{prefix}cutovers")
 
     def add(self, tenant_id: str, migration_id: str) -> None:
         self._table.upsert_entity({"PartitionKey": self.PARTITION, "RowKey": migration_id, "tenant_id": tenant_id},

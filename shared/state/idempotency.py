@@ -61,12 +61,7 @@ class IdempotencyStore:
     """Reserve, complete or release idempotency keys in the `<prefix>idempotency` table."""
 
     def __init__(self, service: TableServiceClient, prefix: str) -> None:
-        name = f"{prefix}idempotency"
-        try:
-            service.create_table(name)
-        except ResourceExistsError:
-            pass
-        self._table: TableClient = service.get_table_client(name)
+        self._table: TableClient = service.create_table_if_not_exists(f"{prefix}idempotency")
 
     def reserve(self, tenant_id: str, key: str, request_fingerprint: str) -> Reservation:
         """Reserve `key` for this request, or return what the first request with it answered."""

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Literal
 from urllib.parse import quote, unquote
 
-from azure.core.exceptions import ResourceExistsError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.data.tables import TableServiceClient, UpdateMode
 from pydantic import BaseModel, ConfigDict
 
@@ -63,12 +63,7 @@ class Journal:
     """Writes and reads journal rows in the `<prefix>journal` table."""
 
     def __init__(self, service: TableServiceClient, prefix: str) -> None:
-        name = f"{prefix}journal"
-        try:
-            service.create_table(name)
-        except ResourceExistsError:
-            pass
-        self._table = service.get_table_client(name)
+        self._table = service.create_table_if_not_exists(f"{prefix}journal")
 
     @staticmethod
     def partition(migration_id: str, table: str) -> str:

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from typing import Literal
 from urllib.parse import quote
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableServiceClient, UpdateMode
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import MigrationNotFound
@@ -91,20 +91,12 @@ class StageProgress(BaseModel):
     updated_at: datetime
 
 
-def _ensure(service: TableServiceClient, name: str) -> TableClient:
-    try:
-        service.create_table(name)
-    except ResourceExistsError:
-        pass
-    return service.get_table_client(name)
-
-
 class MigrationRepository:
     """Creates and reads migrations; every read names the tenant."""
 
     def __init__(self, service: TableServiceClient, prefix: str) -> None:
-        self._migrations = _ensure(service, f"{prefix}migrations")
-        self._progress = _ensure(service, f"{prefix}progress")
+        self._migrations = service.create_table_if_not_exists(f"{prefix}migrations")
+        self._progress = service.create_table_if_not_exists(f"{prefix}progress")
 
     def create(self, tenant_id: str, name: str, target: Target) -> Migration:
         migration = Migration(migration_id=f"m-{uuid.uuid4().hex[:16]}", tenant_id=tenant_id, name=name,
