@@ -177,6 +177,31 @@ def _restored_view(rows: dict[str, dict[str, Any]], restored: set[str], before: 
     return out
 
 
+def test_a_duplicate_delivery_that_read_the_journal_before_the_other_created_the_rows_keeps_them_created(
+        seeded: Seeded, monkeypatch: pytest.MonkeyPatch):
+    """Two deliveries of one batch side by side: the second read the journal's origins before the first had
+    announced its rows, then found the records and updated them (the chaos run's seed 20261130 did this to a
+    prescription). The journal must still say this migration created them, or a rollback leaves them behind."""
+    migration = seeded.rt.migrations.get(TENANT, seeded.migration_id)
+    first = seeded.journal("prescription")
+    assert first and {(e.action, e.origin) for e in first.values()} == {("created", "created")}
+    journal = seeded.rt.journal
+    real = journal.existing_origins
+    reads: list[int] = []
+
+    def stale_first_read(migration_id: str, table: str, source_ids: Any) -> dict[str, Any]:
+        reads.append(1)
+        return {} if len(reads) == 1 else real(migration_id, table, source_ids)
+
+    monkeypatch.setattr(journal, "existing_origins", stale_first_read)
+    asyncio.run(load_batch(seeded.rt, migration, "prescription", 0))
+    monkeypatch.undo()
+    again = seeded.journal("prescription")
+    assert reads, "the stale read was served"
+    assert {sid: (e.action, e.origin, e.target_id) for sid, e in again.items()} == \
+        {sid: ("created", "created", e.target_id) for sid, e in first.items()}
+
+
 def test_a_rerun_keeps_the_origin_and_the_first_before_image_and_rollback_restores_everything(seeded: Seeded):
     migration = seeded.rt.migrations.get(TENANT, seeded.migration_id)
     first = {t: seeded.journal(t) for t in ("patient", "insurance_carrier")}
