@@ -32,7 +32,7 @@ def _progress(view: dict[str, Any]) -> None:
     stage = status.get("stage", view.get("runtime_status"))
     detail = ""
     if stage in ("load", "sample_load"):
-        detail = f" wave {status.get('wave')}/{status.get('waves')}"
+        detail = f" {status.get('tables_done')}/{status.get('tables')} tables, loading {', '.join(status.get('loading', []))}"
     elif stage == "awaiting_sample_approval":
         detail = f" (match rate {status['sample']['match_rate'] * 100:.2f}%)"
     print(f"  .. {stage}{detail}", flush=True)

@@ -1,12 +1,13 @@
 """Orchestrators: deterministic generators that move ids, counts and blob paths, never records.
 
 The migration runs discovery -> proposal -> (mapping approval) -> schema plan -> (schema approval)
--> schema build -> the sample run (the stratified slice loaded in the same waves, its second pass
+-> schema build -> the sample run (the stratified slice loaded in the same order, its second pass
 and attachments, the field-level diff) -> (sample approval, or rejection: stage `sample_rejected`)
--> loads in dependency waves (one sub-orchestration per table, fanning out one activity per bundle
-part) -> second-pass lookups -> attachments -> final report. Each approval wait races a durable
-timer; a timeout ends the run with a clear status instead of waiting forever. A migration created
-with `sample_patients: 0`, or re-run after its sample was approved, skips the sample stage.
+-> table loads in dependency order (one sub-orchestration per table map, started when its parents
+have finished, fanning out one activity per bundle part) -> second-pass lookups -> attachments
+-> final report. Each approval wait races a durable timer; a timeout ends the run with a clear
+status instead of waiting forever. A migration created with `sample_patients: 0`, or re-run after
+its sample was approved, skips the sample stage.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import azure.durable_functions as df
+from azure.durable_functions.models.Task import TaskBase
 
 from functions import names
 
@@ -110,20 +112,34 @@ def migration_orchestrator(context: df.DurableOrchestrationContext):
 
 
 def _load_waves(context: df.DurableOrchestrationContext, ref: dict, load_plan: dict, stage: str):
-    """The waves of table loads (one sub-orchestration per table map); `ref` may carry a `mode`."""
+    """The table loads (one sub-orchestration per table map), each started as soon as the maps it
+    depends on (`after`) have finished rather than wave by wave: a wave would wait for its slowest
+    table (appointments, the ledger) while tables that only need a small parent sat idle.
+    A plan without `after` keeps wave order. `ref` may carry a `mode`."""
     loaded: dict[str, dict] = {}
     # Sub-orchestration ids: `<id>:load:<map>` for the full run, `<id>:sample:<map>` for the sample.
     kind = "sample" if ref.get("mode") == "sample" else "load"
-    for number, wave in enumerate(load_plan["waves"], start=1):
-        _status(context, stage, wave=number, waves=len(load_plan["waves"]))
-        tables = yield context.task_all([
-            context.call_sub_orchestrator(names.LOAD_TABLE_ORCHESTRATOR,
-                                          {**ref, "table": table["table"], "parts": table["parts"]},
-                                          instance_id=f"{context.instance_id}:{kind}:{table['table']}")
-            for table in wave
-        ])
-        for summary in tables:
-            loaded[summary["table"]] = summary["counts"]
+    waiting: list[tuple[dict, set[str]]] = []
+    earlier: set[str] = set()
+    for wave in load_plan["waves"]:
+        for table in wave:
+            waiting.append((table, set(table["after"]) if "after" in table else set(earlier)))
+        earlier |= {table["table"] for table in wave}
+    total = len(waiting)
+    running: dict[str, TaskBase] = {}
+    while waiting or running:
+        for table, after in [item for item in waiting if item[1] <= loaded.keys()]:
+            waiting.remove((table, after))
+            running[table["table"]] = context.call_sub_orchestrator(
+                names.LOAD_TABLE_ORCHESTRATOR, {**ref, "table": table["table"], "parts": table["parts"]},
+                instance_id=f"{context.instance_id}:{kind}:{table['table']}")
+        _status(context, stage, tables_done=len(loaded), tables=total, loading=sorted(running))
+        if not running:  # never: plan_loads orders every map after its parents
+            raise RuntimeError(f"load plan of {context.instance_id} has maps waiting on maps it never loads")
+        finished = yield context.task_any(list(running.values()))
+        name = next(name for name, task in running.items() if task is finished)
+        del running[name]
+        loaded[name] = finished.result["counts"]
     return loaded
 
 

@@ -60,6 +60,8 @@ class TableLoad(BaseModel):
     """The table map's name (a map may load a slice of a bundle table)."""
     source_table: str
     parts: int
+    after: list[str] = []
+    """Maps that must finish first (its lookups' parents): the orchestrator starts a map as soon as they have."""
 
 
 class LoadPlanInfo(BaseModel):
@@ -103,7 +105,8 @@ def plan_load(rt: Runtime, migration: Migration) -> LoadPlanInfo:
 
     def load(name: str) -> TableLoad:
         source = spec.table(name).source_table
-        return TableLoad(table=name, source_table=source, parts=reader.part_count(source))
+        after = sorted(parent for child, parent in plan.edges if child == name)
+        return TableLoad(table=name, source_table=source, parts=reader.part_count(source), after=after)
 
     deferred_maps = sorted({d.table for d in plan.deferred})
     attachment_tables = [t.source_table for t in spec.enabled_tables() if t.action == "attachment"]

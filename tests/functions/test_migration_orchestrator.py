@@ -148,3 +148,51 @@ def test_a_restart_after_an_approved_sample_whose_full_run_failed_still_goes_ove
     modes = {name: payload.get("mode") for name, payload in run.calls if ":load:" in name}
     assert set(modes.values()) == {"over_sample"} and len(modes) == 2
     assert names.SAMPLE_RUN_DIFF not in run.names_called()
+
+
+# -- table loads in dependency order ------------------------------------------------------------------------
+
+def _loads_in_order(plan_waves: list[list[dict]], finishing_order: list[str]) -> list[tuple[str, str]]:
+    """Runs the full load with sub-orchestrations finishing in `finishing_order` (when running);
+    returns the ('start' | 'done', map) events as the orchestrator saw them."""
+    run = _Run(sample_run=False, decision=None)
+    run.answers[names.PLAN_LOAD] = {**LOAD_PLAN, "waves": plan_waves, "deferred": []}
+    events: list[tuple[str, str]] = []
+
+    def sub(name: str, payload: dict, instance_id: str):
+        events.append(("start", payload["table"]))
+        return _completed({"table": payload["table"], "counts": {"created": 1}})
+
+    def any_of(tasks):
+        winner = min(tasks, key=lambda t: finishing_order.index(t.result["table"]))
+        events.append(("done", winner.result["table"]))
+        return _completed(winner)
+
+    run.context.call_sub_orchestrator.side_effect = sub
+    run.context.task_any.side_effect = any_of
+    assert run.run()["stage"] == "done"
+    return events
+
+
+def test_a_map_starts_as_soon_as_its_own_parents_have_finished_not_its_whole_wave():
+    waves = [[{"table": "patient", "parts": 9, "after": []}, {"table": "fee_schedule", "parts": 1, "after": []}],
+             [{"table": "insurance_carrier", "parts": 1, "after": ["fee_schedule"]},
+              {"table": "appointment", "parts": 9, "after": ["patient"]}],
+             [{"table": "patient_insurance_primary", "parts": 1, "after": ["insurance_carrier", "patient"]}]]
+    events = _loads_in_order(waves, ["fee_schedule", "insurance_carrier", "patient", "patient_insurance_primary",
+                                     "appointment"])
+    assert events == [
+        ("start", "patient"), ("start", "fee_schedule"), ("done", "fee_schedule"),
+        ("start", "insurance_carrier"),  # the carriers need the fee schedules only, not the patients
+        ("done", "insurance_carrier"), ("done", "patient"),
+        ("start", "appointment"), ("start", "patient_insurance_primary"),
+        ("done", "patient_insurance_primary"), ("done", "appointment"),
+    ]
+
+
+def test_a_plan_without_dependencies_keeps_the_order_of_its_waves():
+    waves = [[{"table": "patient", "parts": 9}, {"table": "fee_schedule", "parts": 1}],
+             [{"table": "insurance_carrier", "parts": 1}]]
+    events = _loads_in_order(waves, ["fee_schedule", "insurance_carrier", "patient"])
+    assert events == [("start", "patient"), ("start", "fee_schedule"), ("done", "fee_schedule"), ("done", "patient"),
+                      ("start", "insurance_carrier"), ("done", "insurance_carrier")]
