@@ -98,6 +98,9 @@ class LocalHost:
         self.port = port
         self.host = host
         self.base_url = f"http://{host}:{port}"
+        self._timer_due: dict[str, datetime] = {}
+        """Each timer function's next occurrence (idle waits until none is due on the clock)."""
+        self._timers_firing = 0
         # Plays App Service Authentication: requests without a principal get this one.
         self.principal = principal
         self._runner: web.AppRunner | None = None
@@ -208,6 +211,7 @@ class LocalHost:
             await self._fire_timer(timer, past_due=False)
         due = croniter(timer.schedule, clock.now(), second_at_beginning=True).get_next(datetime).astimezone(UTC)
         while True:
+            self._timer_due[timer.name] = due
             wake = asyncio.Event()
             while clock.now() < due:
                 await clock.sleep_until(due, wake)
@@ -215,7 +219,11 @@ class LocalHost:
             # missed, and the next occurrence counted from now.
             following = croniter(timer.schedule, clock.now(), second_at_beginning=True).get_next(datetime)
             missed = croniter(timer.schedule, due, second_at_beginning=True).get_next(datetime) <= clock.now()
-            await self._fire_timer(timer, past_due=missed)
+            self._timers_firing += 1
+            try:
+                await self._fire_timer(timer, past_due=missed)
+            finally:
+                self._timers_firing -= 1
             due = following.astimezone(UTC)
 
     async def _fire_timer(self, timer: TimerFunction, past_due: bool) -> None:
@@ -237,7 +245,8 @@ class LocalHost:
         return _json({"state": "Running", "taskHub": self.hub.store.hub, "clock": format_time(self.hub.clock.now()),
                       "virtualClock": self.hub.clock.virtual, "idle": self.hub.is_idle(),
                       "duplicatedActivities": self.hub.duplicated,
-                      "completedActivities": self.hub.completed_activities})
+                      "completedActivities": self.hub.completed_activities,
+                      "cachedInstances": self.hub.cached_instances})
 
     async def _get_clock(self, request: web.Request) -> web.Response:
         if not self.has_key(request):
@@ -267,8 +276,20 @@ class LocalHost:
         if not self.has_key(request):
             return web.Response(status=401)
         timeout = float(request.query.get("timeout", "30"))
-        idle = await self.hub.wait_idle(timeout)
+        deadline = time.monotonic() + timeout
+        idle = False
+        while not idle and time.monotonic() < deadline:
+            # A timer function the clock just made due, or one still running, starts work the hub cannot
+            # see yet: idle means neither (a clock advanced then waited on raced the timer's wake-up).
+            if not self._timers_idle():
+                await asyncio.sleep(0.01)
+                continue
+            idle = await self.hub.wait_idle(max(deadline - time.monotonic(), 0.0)) and self._timers_idle()
         return _json({"idle": idle}, 200 if idle else 408)
+
+    def _timers_idle(self) -> bool:
+        now = self.hub.clock.now()
+        return self._timers_firing == 0 and all(due > now for due in self._timer_due.values())
 
 
 def _to_aiohttp(result: Any) -> web.Response:

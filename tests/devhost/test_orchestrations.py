@@ -187,3 +187,19 @@ def test_management_api_queries_by_status_and_purges(host: RunningHost):
 def test_starting_an_unknown_orchestrator_is_refused_clearly(host: RunningHost):
     with pytest.raises(Exception, match="doesn't exist"):
         run_sync(host.client().start_new("no_such_orchestrator"))
+
+
+def test_ended_instances_leave_the_hosts_memory_and_are_read_back_from_storage(host: RunningHost):
+    """A long-running host must not keep every instance it ever ran (the soak saw it creep per migration)."""
+    cached = host.http().get("/admin/host/status").json()["cachedInstances"]  # other tests' waiting instances
+    ids = [run_sync(host.client().start_new("parent")) for _ in range(3)]
+    for instance_id in ids:
+        assert host.wait_for(instance_id)["runtimeStatus"] == "Completed"
+    assert host.wait_idle()
+    assert host.http().get("/admin/host/status").json()["cachedInstances"] <= cached  # 9 instances ran
+    for instance_id in ids:  # read back from storage, history and children included, and not cached again
+        history = host.status(instance_id, history=True)
+        assert history["output"] == 2 * ((0 + 1 + 4) + (0 + 1 + 4 + 9))
+        assert {e["InstanceId"] for e in _events(history, "SubOrchestrationInstanceCreated")} >= {f"{instance_id}-child"}
+        assert host.status(f"{instance_id}-child")["runtimeStatus"] == "Completed"
+    assert host.http().get("/admin/host/status").json()["cachedInstances"] <= cached
