@@ -79,22 +79,30 @@ def _normal(value: Any, kind: str) -> str | None:
     return text
 
 
-def _or_filters(column: str, values: Iterable[Any], prefix: str = "") -> list[str]:
-    """`(<col> eq 'a' or <col> eq 'b' ...)` groups, each short enough for a URL."""
-    filters: list[str] = []
+def url_groups(terms: Iterable[str], *, fixed: int = 0, joiner: int = 8,
+               limit: int = MAX_FILTER_URL) -> list[list[str]]:
+    """Terms in groups whose URL-encoded size (each term plus `joiner`, plus `fixed` per group) stays
+    within `limit`; a term too long on its own still gets a group of its own."""
+    groups: list[list[str]] = []
     group: list[str] = []
-    length = len(quote(prefix, safe=""))
-    for value in sorted({v for v in values if v is not None}, key=str):
-        term = f"{column} eq {odata_literal(value)}"
-        size = len(quote(term, safe="")) + 8
-        if group and length + size > MAX_FILTER_URL:
-            filters.append(prefix + "(" + " or ".join(group) + ")")
-            group, length = [], len(quote(prefix, safe=""))
+    length = fixed
+    for term in terms:
+        size = len(quote(term, safe="")) + joiner
+        if group and length + size > limit:
+            groups.append(group)
+            group, length = [], fixed
         group.append(term)
         length += size
     if group:
-        filters.append(prefix + "(" + " or ".join(group) + ")")
-    return filters
+        groups.append(group)
+    return groups
+
+
+def _or_filters(column: str, values: Iterable[Any], prefix: str = "") -> list[str]:
+    """`(<col> eq 'a' or <col> eq 'b' ...)` groups, each short enough for a URL."""
+    terms = [f"{column} eq {odata_literal(value)}" for value in sorted({v for v in values if v is not None}, key=str)]
+    return [prefix + "(" + " or ".join(group) + ")"
+            for group in url_groups(terms, fixed=len(quote(prefix, safe="")))]
 
 
 async def find_matches(client: DataverseClient, target: TableTarget, table_map: TableMap,
@@ -280,4 +288,4 @@ async def write_matched(client: DataverseClient, target: TableTarget, rows: list
 
 
 __all__ = ["BEFORE_DIR", "ImageReader", "MatchedWrite", "Matches", "existing_keys", "find_matches",
-           "load_image", "lookup_attribute", "store_images", "write_matched"]
+           "load_image", "lookup_attribute", "store_images", "url_groups", "write_matched"]

@@ -3,8 +3,8 @@ field read back from Dataverse and compared with the value the approved map give
 
 `select_sample` (sample_scope.py) picks patients across insurance (none / primary / dual), appointment history (none,
 past, future, broken), treatment-plan status and ledger activity. `diff_sample` transforms each
-sampled row exactly as the load does (same context, same writer target), reads the record back by
-its key, and reports per map and per field the match rate, every mismatch, and the brief's named
+sampled row exactly as the load does (same context, same writer target), reads the records back by
+key, hundreds per request (shared/pipeline/readback.py), and reports per map and per field the match rate, every mismatch, and the brief's named
 checks. `render_csv` / `render_html` give the same report to a spreadsheet and to a practice manager.
 
 The report holds patient values (source, expected, actual of each mismatch): it lives in the
@@ -31,6 +31,7 @@ from shared.mapping.spec import MappingSpec, TableMap
 from shared.pipeline import load
 from shared.pipeline.bundle import open_bundle
 from shared.pipeline.mapping import approved_mapping
+from shared.pipeline.readback import RecordReader
 from shared.pipeline.sample_scope import (
     DEFAULT_PATIENTS,
     SampleScope,
@@ -47,7 +48,6 @@ from shared.state.migrations import Migration
 DIFF_JSON = "sample/diff.json"
 DIFF_CSV = "sample/diff.csv"
 DIFF_HTML = "sample/diff.html"
-IN_FLIGHT = 8
 SKIPPED_COLUMNS = {"overriddencreatedon"}
 """The actual creation time of the write, not a mapped value (createdon carries the source's date)."""
 
@@ -148,40 +148,15 @@ def _source_value(table_map: TableMap, column: str, row: dict[str, Any]) -> Any:
     return values[0] if len(values) == 1 else (values or None)
 
 
-class _Reader:
-    """Reads records back by key, resolving expected lookup binds to ids (cached)."""
-
-    def __init__(self, client: DataverseClient, primary_of_set: dict[str, str]) -> None:
-        self.client, self.primary_of_set = client, primary_of_set
-        self.ids: dict[str, str | None] = {}
-        self.gate = asyncio.Semaphore(IN_FLIGHT)
-
-    async def record(self, entity_set: str, key: dict[str, Any] | str) -> dict[str, Any] | None:
-        async with self.gate:
-            return await self.client.get(entity_set, key)
-
-    async def bind_id(self, bind: str) -> str | None:
-        path = bind.strip("/")
-        if path in self.ids:
-            return self.ids[path]
-        entity_set, _, rest = path.partition("(")
-        if "=" not in rest:
-            self.ids[path] = rest.rstrip(")").lower()
-            return self.ids[path]
-        primary = self.primary_of_set.get(entity_set)
-        async with self.gate:
-            row = await self.client.get_json(path, {"$select": primary} if primary else None)
-        value = row.get(primary) if primary else None
-        self.ids[path] = str(value).lower() if value else None
-        return self.ids[path]
-
-
 async def diff_sample(rt: Runtime, migration: Migration, patients: list[str] | None = None,
-                      size: int = DEFAULT_PATIENTS, *, scope: SampleScope | None = None) -> SampleDiff:
+                      size: int = DEFAULT_PATIENTS, *, scope: SampleScope | None = None,
+                      per_record: bool = False) -> SampleDiff:
     """Compare every mapped field of every sampled record in Dataverse with its expected value.
 
     The sample is `scope` (the one a sample run loaded), else `patients`, else a fresh stratified
-    choice of `size`; either way closed over the contacts its rows point at, as the sample load does."""
+    choice of `size`; either way closed over the contacts its rows point at, as the sample load does.
+    Records are read back hundreds per GET (shared/pipeline/readback.py); `per_record` reads them the
+    old way, one GET per record and per expected lookup, to show both give the same report."""
     spec = approved_mapping(rt, migration).spec
     reader = open_bundle(rt, migration)
     by_patient = strata(reader)
@@ -195,7 +170,7 @@ async def diff_sample(rt: Runtime, migration: Migration, patients: list[str] | N
     async with dataverse_client(rt, migration) as client:
         context = await load._context(rt, migration, client, reader, spec)
         primary_of_set = await _primary_ids(client, spec)
-        readback = _Reader(client, primary_of_set)
+        readback = RecordReader(client, primary_of_set)
         for table_map in spec.enabled_tables():
             if table_map.action not in ("upsert", "update"):
                 continue
@@ -217,10 +192,9 @@ async def diff_sample(rt: Runtime, migration: Migration, patients: list[str] | N
                 sid = record_key(table_map, row, ctx)
                 if not sid:
                     continue
-                key: dict[str, Any] | str = {target.key_column: sid} if target.key_column else _derived(target, sid)
-                work.append((row, sid, payload, readback.record(target.entity_set, key)))
-            records = await asyncio.gather(*(job for *_, job in work))
-            for (row, sid, payload, _), record in zip(work, records, strict=True):
+                work.append((row, sid, payload))
+            records = await _read_back(readback, target, work, spec.source_id_column, per_record)
+            for (row, sid, payload), record in zip(work, records, strict=True):
                 stat.records += 1
                 if record is None:
                     stat.missing += 1
@@ -257,6 +231,21 @@ async def diff_sample(rt: Runtime, migration: Migration, patients: list[str] | N
                       checks=named_checks(field_list), mismatches=mismatches,
                       fields_checked=sum(f.checked for f in field_list),
                       fields_matched=sum(f.matched for f in field_list))
+
+
+async def _read_back(readback: RecordReader, target: Any, work: list[tuple[dict[str, Any], str, dict[str, Any]]],
+                     source_id_column: str, per_record: bool) -> list[dict[str, Any] | None]:
+    """The record of each work item (None: not in Dataverse), in order; expected keyed binds resolved ahead."""
+    if per_record:
+        return list(await asyncio.gather(*(
+            readback.record(target.entity_set, {target.key_column: sid} if target.key_column else _derived(target, sid))
+            for _, sid, _ in work)))
+    columns = {c for _, _, payload in work for c, v in payload.items()
+               if c not in SKIPPED_COLUMNS and c != source_id_column and not isinstance(v, list)}
+    found = await readback.records(target, [sid for _, sid, _ in work], columns)
+    await readback.prefetch_binds(v for _, _, payload in work for c, v in payload.items()
+                                  if c.endswith("@odata.bind") and isinstance(v, str))
+    return [found[sid] for _, sid, _ in work]
 
 
 def _derived(target: Any, sid: str) -> str:
