@@ -9,6 +9,13 @@ is the order, so a delta that arrives early waits, and one made from an older ba
 pass, `apply_deletions` (per the migration's policy) and `commit_delta`, which writes the delta's report
 and only then advances the watermark. Every step is idempotent, so a repeated timer tick or a replayed
 orchestration changes nothing twice.
+
+A deleted row of an update map (a patient's coverage row, a guardian link: columns another map's record
+holds) never deletes or deactivates that record. Under `delete` and `deactivate` the columns the map wrote
+are cleared (PATCHed to null, journaled `updated` with code `source_row_deleted`, origin and before-image
+kept, so rollback still deletes a created record and restores a pre-existing one). Under `report` it is
+listed like any other deletion. Whatever the policy, when another current row of the map still writes the
+same record (a minor's second guardian), that row is written again instead (outcome `rewritten`).
 """
 
 from __future__ import annotations
@@ -24,12 +31,13 @@ from azure.data.tables import UpdateMode
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.dentrix.manifest import MANIFEST_NAME, Manifest
-from shared.errors import BundleRefused, Fatal
+from shared.errors import BundleRefused, DataverseRecordRejected, Fatal
 from shared.mapping.graph import plan_loads
 from shared.mapping.spec import MappingSpec, TableMap
 from shared.pipeline import load
 from shared.pipeline.bundle import open_bundle
 from shared.pipeline.mapping import approved_mapping
+from shared.pipeline.rollback import record_watermark
 from shared.pipeline.target import dataverse_client
 from shared.runtime import Runtime
 from shared.state.cutovers import (
@@ -390,7 +398,10 @@ class DeletedRecord(BaseModel):
     target_table: str | None = None
     target_id: str | None = None
     outcome: str
-    """reported, deleted, already_gone, deactivated, kept_preexisting, not_migrated, no_state (cannot deactivate)."""
+    """reported, deleted, already_gone, deactivated, kept_preexisting, not_migrated, no_state (cannot deactivate);
+    update maps: cleared (its columns on the record set to null), rewritten (from the map's remaining row)."""
+    source_key: str | None = None
+    """The deleted row's own key where it differs from `source_id` (update maps: `source_id` is the record's)."""
 
 
 class DeletionInfo(BaseModel):
@@ -428,14 +439,62 @@ def _deleted_keys(rt: Runtime, migration: Migration, bundle_id: str) -> dict[str
 
 
 def _deletion_order(spec: MappingSpec) -> list[TableMap]:
-    """Upsert maps, children before parents (the load's waves reversed)."""
+    """Upsert and update maps, children before parents (the load's waves reversed): an update map's columns
+    are cleared before its parent's record may go."""
     waves = plan_loads(spec).waves
     ordered = [spec.table(n) for wave in reversed(waves) for n in sorted(wave)]
-    return [t for t in ordered if t.action == "upsert"]
+    return [t for t in ordered if t.action in ("upsert", "update")]
+
+
+CLEARED = "source_row_deleted"
+"""Journal code of an update map's record whose columns were cleared because its source row was deleted."""
+
+
+def clearing_payload(table_map: TableMap) -> dict[str, None]:
+    """What clears an update map's columns on its record: every field's column and every lookup's
+    navigation property (`<nav>@odata.bind: null` disassociates) set to null."""
+    out: dict[str, None] = {f.target: None for f in table_map.fields}
+    out.update({f"{lookup.nav}@odata.bind": None for lookup in table_map.lookups})
+    return out
+
+
+class _UpdateMapRecords(BaseModel):
+    """An update map's deleted rows grouped by the record they wrote (source id of the parent's record)."""
+
+    deleted: dict[str, list[str]]
+    """record source id -> deleted row keys."""
+    remaining: dict[str, list[str]]
+    """record source id -> keys of the map's current rows that still write it."""
+
+
+def _update_map_records(table_map: TableMap, keys: list[str], before: Any, after: Any, context: Any
+                        ) -> _UpdateMapRecords:
+    """Which records the deleted rows of an update map wrote (read from the source before this delta: a
+    deleted row is in no later bundle), and which current rows still write the same records."""
+    from shared.mapping.rows import record_key
+
+    rows_before = before.rows(table_map.source_table)
+    deleted: dict[str, list[str]] = {}
+    for key in keys:
+        row = rows_before.get(key)
+        if row is None or not table_map.selects(row):
+            continue  # another map's slice of the table (a secondary coverage row for the primary map)
+        sid = record_key(table_map, row, context)
+        if sid:
+            deleted.setdefault(sid, []).append(key)
+    remaining: dict[str, list[str]] = {}
+    if deleted:
+        for key, row in after.rows(table_map.source_table).items():
+            if table_map.selects(row) and (sid := record_key(table_map, row, context)) in deleted:
+                remaining.setdefault(str(sid), []).append(key)
+    return _UpdateMapRecords(deleted=deleted, remaining={k: sorted(v) for k, v in sorted(remaining.items())})
 
 
 async def apply_deletions(rt: Runtime, migration: Migration, bundle_id: str) -> DeletionInfo:
-    """Rows the delta lists as deleted, per the window's policy; safe to run twice (journal says deleted)."""
+    """Rows the delta lists as deleted, per the window's policy; safe to run twice (the journal says what
+    this delta already did, and every write sets the same values again)."""
+    from shared.pipeline.overlay import CurrentSource, chain_for
+
     assert migration.cutover is not None
     policy = migration.cutover.deletions
     spec = approved_mapping(rt, migration).spec
@@ -444,6 +503,17 @@ async def apply_deletions(rt: Runtime, migration: Migration, bundle_id: str) -> 
     records: list[DeletedRecord] = []
     if not deleted:
         return DeletionInfo(bundle_id=bundle_id, policy=policy, counts={}, records=[])
+    batch = f"{bundle_id}:deletions"
+    chain = chain_for(migration, bundle_id)
+    sources: dict[str, Any] = {}
+
+    def source(which: str) -> Any:  # read only when an update map lost rows
+        if which not in sources:
+            sources[which] = CurrentSource(rt, migration, chain[:-1] if which == "before" else chain)
+        return sources[which]
+
+    rewrite: dict[str, list[str]] = {}
+    """update map -> current row keys to write again (their record lost another row of the map)."""
     reader = open_bundle(rt, migration)
     async with dataverse_client(rt, migration) as client:
         context = await load._context(rt, migration, client, reader, spec)
@@ -452,37 +522,68 @@ async def apply_deletions(rt: Runtime, migration: Migration, bundle_id: str) -> 
             if not keys:
                 continue
             target = load._target(spec, table_map, context, {})
-            wanted = {_sid(table_map, k) for k in keys}
+            grouped = (_update_map_records(table_map, keys, source("before"), source("after"), context)
+                       if table_map.action == "update" else None)
+            wanted = set(grouped.deleted) if grouped else {_sid(table_map, k) for k in keys}
             journaled = {e.source_id: e for e in rt.journal.entries(migration.migration_id, table_map.name)
                          if e.source_id in wanted}
             entries: list[JournalEntry] = []
             for sid in sorted(wanted):
                 entry = journaled.get(sid)
-                outcome = await _delete_one(client, target, policy, entry, sid)
+                if grouped is None:
+                    outcome = await _delete_one(client, target, policy, entry, sid, batch)
+                elif grouped.remaining.get(sid) and entry is not None \
+                        and entry.action not in ("quarantined", "skipped", "failed"):
+                    # Whatever the policy: the record then holds the practice's current row (nothing is
+                    # deleted), as it would had that row changed in this delta.
+                    outcome = "rewritten"
+                    rewrite.setdefault(table_map.name, []).extend(grouped.remaining[sid])
+                else:
+                    outcome = await _clear_one(client, target, table_map, policy, entry, sid, batch)
                 counts.setdefault(table_map.name, {})
                 counts[table_map.name][outcome] = counts[table_map.name].get(outcome, 0) + 1
-                records.append(DeletedRecord(map=table_map.name, source_id=sid, target_table=table_map.target_table,
-                                             target_id=entry.target_id if entry else None, outcome=outcome))
-                if entry is not None and outcome in ("deleted", "already_gone", "deactivated"):
+                records.append(DeletedRecord(
+                    map=table_map.name, source_id=sid, target_table=table_map.target_table,
+                    target_id=entry.target_id if entry else None, outcome=outcome,
+                    source_key=",".join(grouped.deleted[sid]) if grouped else None))
+                if entry is None or entry.batch == batch:
+                    continue  # this delta's deletions already journaled it (a retried activity)
+                if outcome in ("deleted", "already_gone", "deactivated"):
                     entries.append(entry.model_copy(update={
                         "action": "deleted" if outcome != "deactivated" else "updated",
-                        "batch": f"{bundle_id}:deletions", "at": now(), "code": f"source_deleted:{outcome}",
+                        "batch": batch, "at": now(), "code": f"source_deleted:{outcome}",
                         "reason": "deleted at the practice during cutover"}))
+                elif outcome == "cleared":
+                    # Origin, target id and before-image stay: rollback deletes a created record with its
+                    # own map and gives a pre-existing one its image back, the cleared columns included.
+                    entries.append(entry.model_copy(update={
+                        "action": "updated", "batch": batch, "at": now(), "code": CLEARED,
+                        "reason": "source row deleted at the practice during cutover: the map's columns cleared"}))
             rt.journal.record(entries)
+    for name, row_keys in sorted(rewrite.items()):  # after the client above is closed: the load opens its own
+        await load.load_batch(rt, migration, name, 0, bundle_id=bundle_id, keys=sorted(set(row_keys)))
     info = DeletionInfo(bundle_id=bundle_id, policy=policy, counts=counts, records=records)
     rt.artifacts.put_json(migration.migration_id, f"{REPORTS}/{bundle_id}/deletions.json", info)
     return info
 
 
-async def _delete_one(client: Any, target: Any, policy: TDeletionPolicy, entry: JournalEntry | None, sid: str) -> str:
+def _done_by(entry: JournalEntry, batch: str | None) -> bool:
+    return batch is not None and entry.batch == batch
+
+
+async def _delete_one(client: Any, target: Any, policy: TDeletionPolicy, entry: JournalEntry | None, sid: str,
+                      batch: str | None = None) -> str:
+    """One record of an upsert map. `batch`: this delta's deletions batch (a repeat reports what it did)."""
     if entry is None or entry.action in ("quarantined", "skipped", "failed"):
         return "not_migrated"
     if policy == "report":
         return "reported"
     if entry.action == "deleted":
-        return "already_gone"
+        return "deleted" if _done_by(entry, batch) and entry.code == "source_deleted:deleted" else "already_gone"
     if entry.origin != "created":
         return "kept_preexisting"  # a record that was there before the migration is the practice's to remove
+    if _done_by(entry, batch) and entry.code == "source_deleted:deactivated":
+        return "deactivated"
     key: dict[str, Any] | str = entry.target_id or {target.key_column: sid}
     if policy == "delete":
         return "deleted" if await client.delete(target.entity_set, key) else "already_gone"
@@ -491,6 +592,28 @@ async def _delete_one(client: Any, target: Any, policy: TDeletionPolicy, entry: 
         return "no_state"
     await client.update(target.entity_set, key, state)
     return "deactivated"
+
+
+async def _clear_one(client: Any, target: Any, table_map: TableMap, policy: TDeletionPolicy,
+                     entry: JournalEntry | None, sid: str, batch: str | None = None) -> str:
+    """One record an update map wrote into, its rows all deleted: `delete` and `deactivate` both clear the
+    map's columns (the record belongs to another map and stays); `report` lists it."""
+    if entry is None or entry.action in ("quarantined", "skipped", "failed"):
+        return "not_migrated"
+    if policy == "report":
+        return "reported"
+    if entry.action == "deleted":
+        return "already_gone"
+    if entry.code == CLEARED:
+        return "cleared" if _done_by(entry, batch) else "already_cleared"
+    key: dict[str, Any] | str = entry.target_id or {target.key_column: sid}
+    try:
+        await client.update(target.entity_set, key, clearing_payload(table_map))
+    except DataverseRecordRejected as exc:
+        if exc.attrs.get("status") == 404:
+            return "already_gone"  # the record itself was removed (by its own map, or by someone)
+        raise
+    return "cleared"
 
 
 class DeltaReport(BaseModel):
@@ -502,7 +625,8 @@ class DeltaReport(BaseModel):
     applied_at: datetime
     deletions_policy: TDeletionPolicy
     tables: dict[str, dict[str, int]]
-    """map -> {created, updated, unchanged, quarantined, failed, upserted, deleted, deactivated, reported_deletions, ...}."""
+    """map -> {created, updated, unchanged, quarantined, failed, upserted, deleted, deactivated, reported_deletions,
+    cleared, rewritten (update maps), ...}."""
     reported_deletions: list[DeletedRecord]
 
 
@@ -532,6 +656,10 @@ def commit_delta(rt: Runtime, migration: Migration, bundle_id: str, counts: dict
                          reported_deletions=[r for r in (deletions.records if deletions else [])
                                              if r.outcome == "reported"])
     rt.artifacts.put_json(migration.migration_id, path, report)
+    # The delta's writes are the migration's own: the rollback's edit mark (the highest row version after
+    # the migration's last write) moves past them, or a rollback would keep every record a delta touched
+    # as edited by someone else. Before the watermark below, so a delta never counts as applied without it.
+    record_watermark(rt, migration)
 
     def change(m: Migration) -> None:
         assert m.cutover is not None

@@ -7,7 +7,9 @@ overlay.py writes it as a bundle of its own, so the sample diff reads it as it r
   data the final report already lists);
 - journal: records written (created, updated, unchanged) and deleted;
 - Dataverse: records by the source-key column (`bw_sourceid`) with the map's key prefix (maps that
-  write by alternate key; update maps write into their parent's records and are checked by the diff);
+  write by alternate key); for update maps, the parent's records holding a value in any column the map
+  writes (a record whose source rows were deleted and its columns cleared, `source_row_deleted` in the
+  journal, is then neither written nor in Dataverse: it counts as cleared, not as a mismatch);
 - diff: `sample.diff_sample` over a share of the patients (default all), each record's every mapped field.
 A record is mismatched when it is missing from, or extra in, the journal or Dataverse, or has a field
 that differs. Records deleted at the practice but kept in Dataverse on purpose (deletion policy report
@@ -29,10 +31,12 @@ from pydantic import BaseModel, computed_field
 
 from shared.dentrix.reader import LoadedRow
 from shared.mapping.rows import record_key
+from shared.mapping.spec import MappingSpec, TableMap
 from shared.pipeline import load, sample
 from shared.pipeline.bundle import open_bundle
 from shared.pipeline.mapping import approved_mapping
 from shared.pipeline.overlay import materialise
+from shared.pipeline.preexisting import lookup_attribute
 from shared.pipeline.target import dataverse_client
 from shared.runtime import Runtime
 from shared.state.cutovers import TReconciliation
@@ -58,8 +62,11 @@ class MapReconciliation(BaseModel):
     expected: int
     journal_written: int
     journal_deleted: int
+    journal_cleared: int = 0
+    """Update maps: records whose columns the map cleared because its source rows were deleted at the practice."""
     target_records: int | None
-    """Records in Dataverse with this map's source keys; None where the map has no key of its own."""
+    """Records in Dataverse with this map's source keys (update maps: their parent's records holding a value in
+    one of the map's columns); None where the map has no key of its own."""
     retained_deletions: int
     missing_in_journal: list[str]
     extra_in_journal: list[str]
@@ -127,8 +134,25 @@ def _retained(rt: Runtime, migration: Migration) -> dict[str, set[str]]:
     return out
 
 
+async def _holding(client: Any, spec: MappingSpec, table_map: TableMap, entity_set: str, key_column: str
+                   ) -> set[str]:
+    """Source ids of the records an update map's columns hold a value in (its parent's key prefix)."""
+    parent = spec.table(table_map.key.parent)
+    prefix = f"{parent.key.prefix}-" if parent.key.prefix else ""
+    columns = sorted({f.target for f in table_map.fields}
+                     | {f"_{lookup_attribute(lk.nav, spec.publisher_prefix)}_value" for lk in table_map.lookups})
+    out: set[str] = set()
+    async for row in client.query(entity_set, select=[key_column, *columns]):
+        sid = str(row.get(key_column) or "")
+        if sid.startswith(prefix) and sid and any(row.get(c) is not None for c in columns):
+            out.add(sid)
+    return out
+
+
 async def reconcile(rt: Runtime, migration: Migration) -> Reconciliation:
     """Count and diff the migration's current source against the journal and Dataverse."""
+    from shared.pipeline.cutover import CLEARED
+
     chain = migration.cutover.applied_ids() if migration.cutover else []
     source_id = migration.bundle_id or ""
     if chain:
@@ -159,7 +183,8 @@ async def reconcile(rt: Runtime, migration: Migration) -> Reconciliation:
                         selected.add(sid)
             entries = list(rt.journal.entries(migration.migration_id, table_map.name))
             set_aside = {e.source_id for e in entries if e.action in ("quarantined", "skipped")}
-            written = {e.source_id for e in entries if e.action in WRITTEN}
+            cleared = {e.source_id for e in entries if e.action == "updated" and e.code == CLEARED}
+            written = {e.source_id for e in entries if e.action in WRITTEN} - cleared
             deleted = {e.source_id for e in entries if e.action == "deleted"}
             keep = retained.get(table_map.name, set())
             expected = selected - set_aside
@@ -170,6 +195,8 @@ async def reconcile(rt: Runtime, migration: Migration) -> Reconciliation:
                 in_target = {str(r.get(target.key_column)) async for r in
                              client.query(target.entity_set, select=[target.key_column])
                              if str(r.get(target.key_column) or "").startswith(prefix) and r.get(target.key_column)}
+            elif table_map.action == "update" and target.key_column:
+                in_target = await _holding(client, spec, table_map, target.entity_set, target.key_column)
             missing_journal = expected - written
             extra_journal = written - expected - keep
             missing_target = expected - in_target if in_target is not None else set()
@@ -182,6 +209,7 @@ async def reconcile(rt: Runtime, migration: Migration) -> Reconciliation:
                 map=table_map.name, target_table=table_map.target_table, action=table_map.action,
                 source_rows=len(selected), quarantined=quarantined_rows + len(selected & set_aside),
                 expected=len(expected), journal_written=len(written), journal_deleted=len(deleted),
+                journal_cleared=len(cleared),
                 target_records=len(in_target) if in_target is not None else None, retained_deletions=len(keep),
                 missing_in_journal=sorted(missing_journal)[:MAX_IDS], extra_in_journal=sorted(extra_journal)[:MAX_IDS],
                 missing_in_target=sorted(missing_target)[:MAX_IDS], extra_in_target=sorted(extra_target)[:MAX_IDS],

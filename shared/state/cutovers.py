@@ -45,7 +45,9 @@ class CutoverState(BaseModel):
     hours: float
     deletions: TDeletionPolicy = "report"
     """What a row deleted at the practice does in Dataverse: report it only (default), delete the record
-    the migration created, or deactivate it (statecode inactive where the table has one)."""
+    the migration created, or deactivate it (statecode inactive where the table has one). A row of an update
+    map (coverage, guardian link: columns on another map's record) is never deleted or deactivated: under
+    `delete` and `deactivate` the columns its map wrote are cleared."""
     applied: list[AppliedDelta] = Field(default_factory=list)
     last_applied_bundle_id: str
     """The watermark's bundle: the full bundle until the first delta is applied."""

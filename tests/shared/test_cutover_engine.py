@@ -103,3 +103,96 @@ def test_each_deletion_policy_does_exactly_its_part(policy, table, entry, outcom
 def test_a_record_already_deleted_in_dynamics_counts_as_already_gone():
     assert asyncio.run(cutover._delete_one(FakeClient(exists=False), Target_("appointment"), "delete", _entry(),
                                            "A-1")) == "already_gone"
+
+
+# -- update maps: a deleted row clears the columns its map wrote, never the record -------------------------
+
+class RejectingClient(FakeClient):
+    async def update(self, entity_set: str, key: Any, body: Any) -> None:
+        from shared.errors import DataverseRecordRejected
+
+        raise DataverseRecordRejected("gone", status=404)
+
+
+def _insurance_entry(action: str = "updated", origin: str = "none", code: str | None = None,
+                     batch: str = "full:patient_insurance_primary/0") -> JournalEntry:
+    return JournalEntry(migration_id="m", table="patient_insurance_primary", source_id="P-5", target_table="contact",
+                        target_id="c-5", action=action, origin=origin, batch=batch, at=AT, code=code)  # type: ignore[arg-type]
+
+
+def _primary():
+    from shared.mapping.spec import default_mapping
+
+    return default_mapping().table("patient_insurance_primary")
+
+
+def test_clearing_an_update_map_sets_exactly_its_columns_and_lookups_to_null():
+    payload = cutover.clearing_payload(_primary())
+    assert payload["bw_primarysubscriberid"] is None and payload["bw_PrimaryCarrierId@odata.bind"] is None
+    assert set(payload) == {f.target for f in _primary().fields} | {f"{lk.nav}@odata.bind" for lk in _primary().lookups}
+    assert not any(column.startswith("bw_secondary") or column in ("statecode", "firstname") for column in payload)
+
+
+@pytest.mark.parametrize(("policy", "entry", "outcome", "writes"), [
+    ("report", _insurance_entry(), "reported", False),
+    ("delete", _insurance_entry(), "cleared", True),  # never a delete of the contact: another map's record
+    ("deactivate", _insurance_entry(), "cleared", True),  # nor its deactivation
+    ("deactivate", _insurance_entry(origin="preexisting"), "cleared", True),  # rollback restores its image
+    ("delete", _insurance_entry(code=cutover.CLEARED, batch="d1:deletions"), "cleared", False),  # a retry
+    ("delete", _insurance_entry(code=cutover.CLEARED, batch="d0:deletions"), "already_cleared", False),
+    ("delete", _insurance_entry(action="quarantined"), "not_migrated", False),
+    ("delete", None, "not_migrated", False),
+])
+def test_each_policy_on_an_update_map_row(policy, entry, outcome, writes):
+    client = FakeClient()
+    got = asyncio.run(cutover._clear_one(client, Target_("contact"), _primary(), policy, entry, "P-5", "d1:deletions"))
+    assert got == outcome
+    assert client.calls == ([("update", "contacts", cutover.clearing_payload(_primary()))] if writes else [])
+    assert all(call[0] != "delete" for call in client.calls)
+
+
+def test_clearing_a_record_that_is_gone_counts_as_already_gone():
+    assert asyncio.run(cutover._clear_one(RejectingClient(), Target_("contact"), _primary(), "delete",
+                                          _insurance_entry(), "P-5", "d1:deletions")) == "already_gone"
+
+
+def test_a_repeat_of_a_deltas_deletions_reports_what_it_did_and_writes_nothing():
+    done = _entry(action="deleted").model_copy(update={"batch": "d1:deletions", "code": "source_deleted:deleted"})
+    client = FakeClient()
+    assert asyncio.run(cutover._delete_one(client, Target_("appointment"), "delete", done, "A-1", "d1:deletions")) \
+        == "deleted" and client.calls == []
+    gone = done.model_copy(update={"code": "source_deleted:deactivated", "action": "updated"})
+    assert asyncio.run(cutover._delete_one(client, Target_("appointment"), "deactivate", gone, "A-1",
+                                           "d1:deletions")) == "deactivated" and client.calls == []
+
+
+class Rows:
+    def __init__(self, rows: dict[str, dict[str, Any]]) -> None:
+        self._rows = rows
+
+    def rows(self, table: str) -> dict[str, dict[str, Any]]:
+        return self._rows
+
+
+def test_deleted_update_map_rows_are_grouped_by_the_record_they_wrote_and_remaining_rows_found():
+    from shared.mapping.rows import make_context
+    from shared.mapping.spec import default_mapping
+
+    spec = default_mapping()
+    guardian = spec.table("guardian")
+    ctx = make_context(spec, "America/Denver")
+    link = {"patient_id": "7", "guardian_id": "3", "relationship": 1, "is_responsible_party": True}
+    before = Rows({"g1": {**link, "guardian_link_id": "g1"}, "g2": {**link, "guardian_link_id": "g2", "guardian_id": "4"},
+                   "g3": {**link, "guardian_link_id": "g3", "patient_id": "8"}})
+    after = Rows({"g2": before.rows("")["g2"]})
+    found = cutover._update_map_records(guardian, ["g1", "g3", "g9"], before, after, ctx)
+    assert found.deleted == {"P-7": ["g1"], "P-8": ["g3"]}  # g9: not in the source before (never migrated)
+    assert found.remaining == {"P-7": ["g2"]}  # P-7 keeps a guardian: written again, not cleared
+
+    primary = spec.table("patient_insurance_primary")
+    coverage = {"patient_id": "5", "insured_id": "i1", "relationship_code": 1}
+    before = Rows({"5|1": {**coverage, "pat_ins_id": "5|1", "rank": 1}, "5|2": {**coverage, "pat_ins_id": "5|2", "rank": 2}})
+    found = cutover._update_map_records(primary, ["5|2"], before, Rows({}), ctx)
+    assert found.deleted == {} and found.remaining == {}  # the secondary row is the secondary map's
+    found = cutover._update_map_records(primary, ["5|1"], before, Rows({"5|2": before.rows("")["5|2"]}), ctx)
+    assert found.deleted == {"P-5": ["5|1"]} and found.remaining == {}
