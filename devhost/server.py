@@ -9,6 +9,8 @@ Routes:
     /admin/devhost/clock                    GET the host clock; POST {"advance_seconds": n} or {"to": iso}
                                             to move the virtual clock (admin key)
     /admin/devhost/idle?timeout=s           wait until nothing is runnable (admin key)
+    /admin/devhost/memory?top=n             where the host's memory grew since the previous call, by source
+                                            line (needs PYTHONTRACEMALLOC set for the host; admin key)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hmac
 import json
 import logging
 import time
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -101,6 +104,7 @@ class LocalHost:
         self._timer_due: dict[str, datetime] = {}
         """Each timer function's next occurrence (idle waits until none is due on the clock)."""
         self._timers_firing = 0
+        self._memory_snapshot: tracemalloc.Snapshot | None = None
         # Plays App Service Authentication: requests without a principal get this one.
         self.principal = principal
         self._runner: web.AppRunner | None = None
@@ -129,6 +133,7 @@ class LocalHost:
         app.router.add_get("/admin/devhost/clock", self._get_clock)
         app.router.add_post("/admin/devhost/clock", self._set_clock)
         app.router.add_get("/admin/devhost/idle", self._wait_idle)
+        app.router.add_get("/admin/devhost/memory", self._memory_growth)
         prefix = self.functions.route_prefix
         app.router.add_route("*", f"/{prefix}/{{tail:.*}}" if prefix else "/{tail:.*}", self._http_function)
         return app
@@ -286,6 +291,24 @@ class LocalHost:
                 continue
             idle = await self.hub.wait_idle(max(deadline - time.monotonic(), 0.0)) and self._timers_idle()
         return _json({"idle": idle}, 200 if idle else 408)
+
+    async def _memory_growth(self, request: web.Request) -> web.Response:
+        """Top allocation growth by source line since the previous call (the soak's leak finder): file names,
+        line numbers and sizes only, never what the memory holds."""
+        if not self.has_key(request):
+            return web.Response(status=401)
+        if not tracemalloc.is_tracing():
+            return _json({"error": "start the host with PYTHONTRACEMALLOC=1 to trace allocations"}, 409)
+        top = int(request.query.get("top", "15"))
+        snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+        previous, self._memory_snapshot = self._memory_snapshot, snapshot
+        stats = snapshot.compare_to(previous, "lineno") if previous is not None else snapshot.statistics("lineno")
+        traced, peak = tracemalloc.get_traced_memory()
+        return _json({"traced_kib": traced // 1024, "peak_kib": peak // 1024, "since_previous": previous is not None,
+                      "top": [{"where": f"{s.traceback[0].filename}:{s.traceback[0].lineno}",
+                               "size_kib": round(s.size / 1024, 1), "count": s.count,
+                               "size_diff_kib": round(getattr(s, "size_diff", s.size) / 1024, 1),
+                               "count_diff": getattr(s, "count_diff", s.count)} for s in stats[:top]]})
 
     def _timers_idle(self) -> bool:
         now = self.hub.clock.now()

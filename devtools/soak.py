@@ -73,6 +73,8 @@ class SoakResult:
     failed_cycles: int
     samples: list[Sample] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
+    memory_growth: list[dict[str, Any]] = field(default_factory=list)
+    """With `trace_memory`: per cycle, the host's top allocation growth by source line (devhost /admin/devhost/memory)."""
 
 
 def rss_kib(pid: int) -> int:
@@ -114,13 +116,15 @@ def verdicts(samples: list[Sample]) -> list[Verdict]:
 
 
 @contextlib.contextmanager
-def soak_stack(work: Path, practice: Path, storage: azurite.AzuriteProcess) -> Iterator[LocalStack]:
+def soak_stack(work: Path, practice: Path, storage: azurite.AzuriteProcess, trace_memory: bool = False
+               ) -> Iterator[LocalStack]:
     """As devtools.stack.local_stack, with the emulator in its own process (so it can be measured)."""
     prefix = "bw" + uuid.uuid4().hex[:8]
     config = {"time_scale": 60.0, "key_activation_seconds": 2.0, "users": users_for_practice(practice)}
     with run_emulator(config, subprocess=True) as emulator:
         env = {"BRIDGEWORK_TABLE_PREFIX": prefix, "BRIDGEWORK_DATAVERSE_AUTH_MODE": "factory",
-               "BRIDGEWORK_DATAVERSE_CREDENTIAL_FACTORY": "emulator.credentials:EmulatorTokenCredential"}
+               "BRIDGEWORK_DATAVERSE_CREDENTIAL_FACTORY": "emulator.credentials:EmulatorTokenCredential",
+               **({"PYTHONTRACEMALLOC": "1"} if trace_memory else {})}
         with run_host("function_app:app", storage.connection_string, prefix, env=env,
                       log_path=work / "host.log") as host:
             yield LocalStack(storage, emulator, host, prefix)
@@ -143,13 +147,14 @@ def pids(stack: LocalStack) -> dict[str, int]:
     return {"host": stack.host.process.pid, "emulator": stack.emulator.proc.pid, "azurite": stack.storage.pid}
 
 
-def soak(minutes: float, patients: int, work: Path, seed: int = 7, echo: bool = True) -> SoakResult:
+def soak(minutes: float, patients: int, work: Path, seed: int = 7, echo: bool = True, trace_memory: bool = False
+         ) -> SoakResult:
     result = SoakResult(minutes=minutes, patients=patients, cycles=0, failed_cycles=0)
     storage = azurite.start(log_file=work / "azurite.log")
     try:
         practice, bundle = synthetic_practice(work, patients, seed, part_rows=40)
         (work / "stack").mkdir(exist_ok=True)
-        with soak_stack(work / "stack", practice, storage) as stack:
+        with soak_stack(work / "stack", practice, storage, trace_memory) as stack:
             started = time.monotonic()
             deadline = started + minutes * 60
             while time.monotonic() < deadline:
@@ -173,6 +178,13 @@ def soak(minutes: float, patients: int, work: Path, seed: int = 7, echo: bool = 
                                 {name: open_fds(pid) for name, pid in ids.items()},
                                 round(migration_seconds, 1), round(rollback_seconds, 1), outcome)
                 result.samples.append(sample)
+                if trace_memory:
+                    grown = stack.host.http().get("/admin/devhost/memory", params={"top": 12}).json()
+                    result.memory_growth.append({"cycle": cycle, **grown})
+                    if echo and grown.get("since_previous"):
+                        print(f"  host traced {grown['traced_kib']} KiB; grew most at: " + "; ".join(
+                            f"{t['where'].rsplit('site-packages/', 1)[-1]} {t['size_diff_kib']:+.0f} KiB"
+                            for t in grown["top"][:5]), flush=True)
                 if echo:
                     print(f"cycle {cycle:3d} at {sample.seconds:7.0f} s: {outcome}, migration "
                           f"{migration_seconds:5.1f} s, rollback {rollback_seconds:5.1f} s; RSS MiB "
@@ -191,12 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/soak-<time>.json)")
     parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--trace-memory", action="store_true",
+                        help="trace the host's allocations (slower) and print where it grew after each cycle")
     args = parser.parse_args(argv)
     print(f"soak: {args.minutes:g} minutes of migrate + rollback cycles, {args.patients} patients", flush=True)
     with contextlib.ExitStack() as exits:
         work = args.work_dir or Path(exits.enter_context(tempfile.TemporaryDirectory(prefix="soak-")))
         work.mkdir(parents=True, exist_ok=True)
-        result = soak(args.minutes, args.patients, work, args.seed)
+        result = soak(args.minutes, args.patients, work, args.seed, trace_memory=args.trace_memory)
     for v in result.verdicts:
         print(f"{v.process:9s} RSS {v.rss_first_kib / 1024:.1f} -> {v.rss_last_kib / 1024:.1f} MiB "
               f"(slope {v.rss_slope_kib_per_cycle:+.1f} KiB/cycle over the second half, growth "
