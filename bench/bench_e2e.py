@@ -105,6 +105,9 @@ def summarize_e2e(r: E2EResult, cfg: EmulatorConfig) -> dict[str, Any]:
         "activities_per_1000_records": round(r.activities * 1000 / r.records, 2),
         "history_events_per_1000_records": round(r.history_events * 1000 / r.records, 1),
         "per_user_requests": r.per_user_requests, "actions": r.actions,
+        "journal_entity_writes": r.journal_entity_writes, "journal_transactions": r.journal_transactions,
+        "journal_entity_writes_per_1000_records": round(r.journal_entity_writes * 1000 / r.records, 1),
+        "journal_transactions_per_1000_records": round(r.journal_transactions * 1000 / r.records, 1),
     }
     if t is not None:
         out["transform"] = {
@@ -145,6 +148,8 @@ def print_e2e(label: str, s: dict[str, Any]) -> None:
         ("host peak memory (VmHWM)", f"{s['host_peak_rss_mb']:,} MB"),
         ("host CPU per 1,000 records", f"{s['host_cpu_seconds_per_1000_records']} s (emulator "
                                        f"{s['emulator_cpu_seconds_per_1000_records']} s)"),
+        ("journal writes /1,000 records", f"{s['journal_entity_writes_per_1000_records']} entities in "
+                                             f"{s['journal_transactions_per_1000_records']} transactions"),
         ("orchestration", f"{s['activities']} activities, {s['history_events']:,} history rows, "
                           f"{s['instances']} instances = {s['activities_per_1000_records']} activities and "
                           f"{s['history_events_per_1000_records']} history rows per 1,000 records"),

@@ -31,7 +31,7 @@ from shared.dataverse.client import DataverseClient, DataverseConfig
 from shared.dataverse.schema import build_schema
 from shared.dataverse.writer import BulkWriter, TableTarget, WriteRow, row_id
 from shared.pipeline.readback import RecordReader
-from shared.pipeline.sample import _lookup_value
+from shared.pipeline.sample import lookup_value
 
 CONTACTS = TableTarget(logical_name="contact", entity_set="contacts", primary_id="contactid", key_column="bw_sourceid")
 APPOINTMENTS = TableTarget(logical_name="appointment", entity_set="appointments", primary_id="activityid")
@@ -72,7 +72,7 @@ async def seed(emu: RunningEmulator, contacts: int, appointments: int) -> None:
 def _seen(record: dict[str, Any] | None, columns: list[str]) -> Any:
     if record is None:
         return None
-    return tuple(_lookup_value(c[: -len("@odata.bind")], record) if c.endswith("@odata.bind") else record.get(c)
+    return tuple(lookup_value(c[: -len("@odata.bind")], record) if c.endswith("@odata.bind") else record.get(c)
                  for c in columns)
 
 

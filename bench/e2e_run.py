@@ -87,6 +87,9 @@ class E2EResult(BaseModel):
     activities: int
     history_events: int
     transform: TransformCost | None = None
+    journal_entity_writes: int = 0
+    """Journal entities written (upserted or deleted) by the host over the whole migration."""
+    journal_transactions: int = 0
     actions: dict[str, int]
 
 
@@ -115,6 +118,21 @@ def _governor_waits(log: Path) -> tuple[int, float, float]:
                 retry_after += float(match.group(1))
                 held += float(match.group(2))
     return count, retry_after, held
+
+
+_JOURNAL_LINE = re.compile(r"journal wrote (\d+) entities in (\d+) transactions")
+
+
+def _journal_writes(log: Path) -> tuple[int, int]:
+    """(entities, transactions) the host wrote to the journal over the whole migration (shared/state/journal.py)."""
+    entities = transactions = 0
+    with log.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            match = _JOURNAL_LINE.search(line)
+            if match:
+                entities += int(match.group(1))
+                transactions += int(match.group(2))
+    return entities, transactions
 
 
 def _orchestration(storage: str, hub: str, host: Any) -> tuple[int, int, int]:
@@ -207,6 +225,7 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
         (t0, c0, h0, e0), (t1, c1, h1, e1) = marks["start"], marks["end"]
         per_user = {user: int(c["requests"]) for user, c in stack.emulator.counters().items()}
         _, retry_after, held = _governor_waits(work / "host.log")
+        journal_writes, journal_transactions = _journal_writes(work / "host.log")
         instances, activities, history = _orchestration(stack.storage.connection_string, stack.prefix, stack.host)
         rt = Runtime.create(Settings.model_validate({
             "AzureWebJobsStorage": stack.storage.connection_string, "table_prefix": stack.prefix,
@@ -229,5 +248,6 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
             load_counters=c1.minus(c0), per_user_requests=per_user, retry_after_seconds=retry_after,
             held_back_seconds=held, host_peak_rss_mb=peak, host_cpu_seconds_load=h1 - h0,
             emulator_cpu_seconds_load=e1 - e0, instances=instances, activities=activities,
-            history_events=history, transform=cost, actions=actions,
+            history_events=history, transform=cost, actions=actions, journal_entity_writes=journal_writes,
+            journal_transactions=journal_transactions,
         ), (workload if collect_workload else None), schema_spec

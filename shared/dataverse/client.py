@@ -43,6 +43,7 @@ from shared.errors import (
     DataverseThrottled,
     DataverseUnavailable,
 )
+from shared.tls import shared_ssl_context
 
 USER_AGENT = "bridgework-dataverse/0.1"
 
@@ -178,7 +179,7 @@ class DataverseClient:
             for i, c in enumerate(creds)
         ]
         inner = transport or httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64)
+            verify=shared_ssl_context(), limits=httpx.Limits(max_connections=None, max_keepalive_connections=64)
         )
         self._http = httpx.AsyncClient(
             base_url=config.api_base,

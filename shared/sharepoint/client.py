@@ -35,6 +35,7 @@ from shared.errors import (
     SharePointUnavailable,
 )
 from shared.sharepoint.errors import error_from_exception, error_from_response
+from shared.tls import shared_ssl_context
 
 FRAGMENT_UNIT = 320 * 1024
 """Upload-session fragments must be a multiple of 320 KiB (327,680 bytes)."""
@@ -93,7 +94,7 @@ class GraphClient:
         self.tokens = TokenProvider(credential, config.scope or default_scope(config.graph_url))
         self._http = httpx.AsyncClient(
             base_url=config.api_base,
-            transport=transport,
+            transport=transport or httpx.AsyncHTTPTransport(verify=shared_ssl_context()),
             timeout=httpx.Timeout(config.timeout_seconds),
             headers={"Accept": "application/json"},
         )

@@ -5,11 +5,22 @@ One row per (migration, source table, source id), partitioned by migration and t
 entries go in as Table transactions of up to 100 and a batch that runs twice rewrites the same rows.
 `origin` remembers whether the migration created the record (rollback deletes it) or found it
 already there (rollback restores its before-image); `action` is what the latest write did.
+
+Write-ahead intents: before a load creates records it `announce`s their source ids as ONE intent entity
+per write (RowKey `!intent-<uuid>`, which sorts before every row key, in the rows' own partition), not one
+entity per row; once the batch's rows are journaled it `settle`s (deletes) its intents. Readers merge them:
+an announced id with no row of its own reads as a row `failed` / origin `created` / code
+`write_in_progress` (a host stopped between the write and its journal), so `entries` and
+`existing_origins` see exactly what one write-ahead row per record used to give.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -17,8 +28,11 @@ from typing import Literal
 from urllib.parse import quote, unquote
 
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+from azure.core.rest import HttpRequest
 from azure.data.tables import TableServiceClient, UpdateMode
 from pydantic import BaseModel, ConfigDict
+
+log = logging.getLogger("bridgework.journal")
 
 TAction = Literal["created", "updated", "unchanged", "skipped", "quarantined", "failed", "deleted", "restored"]
 TOrigin = Literal["created", "preexisting", "none"]
@@ -28,6 +42,17 @@ _PARALLEL_TRANSACTIONS = 2
 """Table transactions one `record` call has in flight at once."""
 _ATTEMPTS = 4
 _BACKOFF_SECONDS = 0.5
+
+WRITE_IN_PROGRESS = "write_in_progress"
+"""Code of a row whose write started and whose outcome was never recorded (an unsettled intent)."""
+_INTENT_PREFIX = "!intent-"
+"""RowKey prefix of intents: `!` sorts before the digits every row key starts with (`_row_key`), so a
+partition's intents come first in a scan and never fall inside a row-key range."""
+_INTENT_CHARS_PER_PROPERTY = 30_000
+"""A Table string property holds 64 KiB of UTF-16: 32K characters; the ids' JSON is split below that."""
+_INTENT_PROPERTIES = 12
+"""Properties per intent entity (an entity holds 1 MiB): more ids go into further entities."""
+_INTENTS_PER_TRANSACTION = 8
 
 
 class JournalEntry(BaseModel):
@@ -51,6 +76,15 @@ class JournalEntry(BaseModel):
     """Blob path of the record as it was before the migration first updated it (pre-existing only)."""
 
 
+_PART_STATUS = re.compile(rb"\r\nHTTP/1\.1 (\d{3}) ")
+"""The status line of each operation's answer inside a `$batch` response."""
+
+
+def _url_key(key: str) -> str:
+    # As the SDK addresses an entity: quotes doubled (OData), then every reserved character percent-encoded.
+    return quote(key.replace("'", "''"), safe="")
+
+
 def _row_key(source_id: str) -> str:
     # Table keys may not contain / \ # ? or control characters; ids are percent-encoded to stay unique.
     # The length comes first so unpadded numeric ids sort as numbers ("9" before "10"): a bundle part
@@ -64,6 +98,9 @@ class Journal:
 
     def __init__(self, service: TableServiceClient, prefix: str) -> None:
         self._table = service.create_table_if_not_exists(f"{prefix}journal")
+        # The lean transaction path uses two of the SDK's private attributes (azure-data-tables 12.x); an
+        # SDK without them gets its own transactions, slower but the same.
+        self._lean = all(hasattr(self._table, name) for name in ("_client", "_primary_hostname", "scheme"))
 
     @staticmethod
     def partition(migration_id: str, table: str) -> str:
@@ -73,35 +110,86 @@ class Journal:
         """The recorded origin of these rows, so a re-run keeps 'created' rather than 'preexisting'.
 
         Reads only the RowKey range the wanted ids span (one bundle part's rows when its ids are
-        consecutive), not the whole partition: a batch's cost no longer grows with the rows before it."""
+        consecutive), not the whole partition: a batch's cost no longer grows with the rows before it.
+        Ids only announced (an unsettled intent) are `created`."""
         wanted = set(source_ids)
         if not wanted:
             return {}
         keys = sorted(_row_key(source_id) for source_id in wanted)
+        partition = self.partition(migration_id, table)
         found: dict[str, TOrigin] = {}
         for entity in self._table.query_entities(
             "PartitionKey eq @pk and RowKey ge @low and RowKey le @high",
-            parameters={"pk": self.partition(migration_id, table), "low": keys[0], "high": keys[-1]},
+            parameters={"pk": partition, "low": keys[0], "high": keys[-1]},
             select=["RowKey", "origin"],
         ):
             source_id = unquote(entity["RowKey"].split("-", 1)[1])
             if source_id in wanted:
                 found[source_id] = entity["origin"]
+        for entity in self._intents(partition):
+            for source_id in _Intent.of(entity).ids:
+                if source_id in wanted and source_id not in found:
+                    found[source_id] = "created"
         return found
+
+    def announce(self, migration_id: str, table: str, batch: str, target_table: str | None,
+                 source_ids: list[str], target_ids: list[str] | None = None) -> list[str]:
+        """Record, before the write, that these rows are about to be created (one entity per few thousand
+        ids, one transaction); returns the intents' keys for `settle`. `target_ids` (aligned with
+        `source_ids`) when the record ids are known in advance (tables addressed by a derived id)."""
+        if not source_ids:
+            return []
+        partition = self.partition(migration_id, table)
+        entities: list[dict] = []
+        for ids, targets in _intent_pieces(source_ids, target_ids):
+            payload = json.dumps({"ids": ids, "targets": targets}, separators=(",", ":"))
+            pieces = [payload[i : i + _INTENT_CHARS_PER_PROPERTY]
+                      for i in range(0, len(payload), _INTENT_CHARS_PER_PROPERTY)]
+            entity: dict = {"PartitionKey": partition, "RowKey": f"{_INTENT_PREFIX}{uuid.uuid4().hex}",
+                            "kind": "intent", "batch": batch, "at": now().isoformat(), "pieces": len(pieces)}
+            if target_table is not None:
+                entity["target_table"] = target_table
+            entity.update({f"p{n}": piece for n, piece in enumerate(pieces)})
+            entities.append(entity)
+        # A transaction's body may not exceed 4 MiB: at most 8 full intents (~360,000 characters each) go in one.
+        for start in range(0, len(entities), _INTENTS_PER_TRANSACTION):
+            self._submit([("upsert", e, {"mode": UpdateMode.REPLACE})
+                          for e in entities[start : start + _INTENTS_PER_TRANSACTION]])
+        log.info("journal wrote %d entities in %d transactions", len(entities),
+                 -(-len(entities) // _INTENTS_PER_TRANSACTION))
+        return [e["RowKey"] for e in entities]
+
+    def settle(self, migration_id: str, table: str, intents: list[str]) -> None:
+        """Delete intents whose rows are journaled now (call only after `record` of those rows returned)."""
+        if not intents:
+            return
+        partition = self.partition(migration_id, table)
+        for start in range(0, len(intents), _TRANSACTION):
+            self._submit([("delete", {"PartitionKey": partition, "RowKey": key})
+                          for key in intents[start : start + _TRANSACTION]])
+        log.info("journal wrote %d entities in %d transactions", len(intents), -(-len(intents) // _TRANSACTION))
+
+    def _intents(self, partition: str) -> Iterator[dict]:
+        return iter(self._table.query_entities(
+            "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+            parameters={"pk": partition, "low": _INTENT_PREFIX, "high": _INTENT_PREFIX[:-1] + "."}))
 
     def record(self, entries: list[JournalEntry]) -> None:
         """Upsert entries (idempotent), grouped into Table transactions per partition."""
-        by_partition: dict[str, list[dict]] = {}
+        by_partition: dict[str, dict[str, dict]] = {}
         for entry in entries:
             entity = {"PartitionKey": self.partition(entry.migration_id, entry.table),
                       "RowKey": _row_key(entry.source_id), **entry.model_dump(mode="json")}
             entity = {key: value for key, value in entity.items() if value is not None}
-            by_partition.setdefault(entity["PartitionKey"], []).append(entity)
+            # One row per key, the last wins: a transaction refuses two operations on one entity.
+            by_partition.setdefault(entity["PartitionKey"], {})[entity["RowKey"]] = entity
         transactions = [
             [("upsert", row, {"mode": UpdateMode.REPLACE}) for row in rows[start : start + _TRANSACTION]]
-            for rows in by_partition.values()
+            for rows in (list(keyed.values()) for keyed in by_partition.values())
             for start in range(0, len(rows), _TRANSACTION)
         ]
+        # The benchmark counts journal writes from this line (bench/e2e_run.py `_journal_writes`).
+        log.info("journal wrote %d entities in %d transactions", sum(map(len, transactions)), len(transactions))
         if len(transactions) <= 1:
             for operations in transactions:
                 self._submit(operations)
@@ -118,23 +206,138 @@ class Journal:
         # again is harmless. The SDK does not retry a POST whose response was lost.
         for attempt in range(_ATTEMPTS):
             try:
-                self._table.submit_transaction(operations)
+                if not (self._lean and self._send_lean(operations)):
+                    self._send_sdk(operations)
                 return
             except (ServiceRequestError, ServiceResponseError):
                 if attempt == _ATTEMPTS - 1:
                     raise
                 time.sleep(_BACKOFF_SECONDS * 2**attempt)
 
+    def _send_sdk(self, operations: list) -> None:
+        """The SDK's own transaction: its typed errors (TableTransactionError, RequestTooLargeError)."""
+        if operations[0][0] == "delete":
+            # Deletes one by one: a settle sent again after a lost answer finds some intents gone, and a
+            # transaction would refuse all of them for that; delete_entity ignores a missing entity.
+            for _, entity in operations:
+                self._table.delete_entity(entity["PartitionKey"], entity["RowKey"])
+            return
+        self._table.submit_transaction(operations)
+
+    def _send_lean(self, operations: list) -> bool:
+        """The transaction as one hand-built `$batch` request; True if storage applied every operation.
+
+        The SDK builds and parses a transaction's multipart body through the `email` package: the
+        benchmark's profile showed that as half of the host's CPU during a load. The body here is the
+        same wire format (Table service `$batch`: one changeset of PUT upserts or DELETEs, keys quoted as
+        the SDK quotes them), sent through the table client's own pipeline (auth, retries, transport).
+        Anything but a 2xx for every operation is False: the caller sends the same operations through the
+        SDK, which raises its typed errors (upserts and a delete-if-present are safe to send twice)."""
+        table = self._table
+        base = f"{table.scheme}://{table._primary_hostname}"  # noqa: SLF001 - the SDK's own base URL
+        changeset, batch = f"changeset_{uuid.uuid4()}", f"batch_{uuid.uuid4()}"
+        parts: list[bytes] = []
+        for number, (kind, entity, *_) in enumerate(operations):
+            address = (f"{base}/{table.table_name}(PartitionKey='{_url_key(entity['PartitionKey'])}',"
+                       f"RowKey='{_url_key(entity['RowKey'])}')")
+            head = (f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
+                    f"Content-ID: {number}\r\n\r\n")
+            if kind == "upsert":  # REPLACE: PUT without If-Match is insert-or-replace
+                if not all(type(v) is str or (type(v) is int and -(2**31) <= v < 2**31) for v in entity.values()):
+                    return False  # typed properties (Edm annotations) are the SDK's job: none of ours have them
+                body = json.dumps(entity).encode()
+                parts.append(f"{head}PUT {address} HTTP/1.1\r\nContent-Type: application/json\r\n"
+                             f"Content-Length: {len(body)}\r\nx-ms-version: {table.api_version}\r\n"
+                             "DataServiceVersion: 3.0\r\nAccept: application/json\r\n\r\n".encode() + body + b"\r\n")
+            else:
+                parts.append(f"{head}DELETE {address} HTTP/1.1\r\nx-ms-version: {table.api_version}\r\n"
+                             "DataServiceVersion: 3.0\r\nAccept: application/json;odata=minimalmetadata\r\n"
+                             "If-Match: *\r\n\r\n\r\n".encode())
+        content = (f"--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n".encode()
+                   + b"".join(parts) + f"--{changeset}--\r\n\r\n--{batch}--\r\n".encode())
+        request = HttpRequest("POST", f"{base}/$batch", content=content, headers={
+            "x-ms-version": table.api_version, "DataServiceVersion": "3.0", "MaxDataServiceVersion": "3.0;NetFx",
+            "Content-Type": f"multipart/mixed; boundary={batch}", "Accept": "application/json"})
+        # stream=True: the pipeline would otherwise try to decode a multipart answer as JSON.
+        response = table._client.send_request(request, stream=True)  # noqa: SLF001 - the client's signed pipeline
+        content = response.read()
+        if response.status_code != 202:
+            return False
+        statuses = _PART_STATUS.findall(content)
+        return len(statuses) == len(operations) and all(status.startswith(b"2") for status in statuses)
+
     def entries(self, migration_id: str, table: str | None = None) -> Iterator[JournalEntry]:
-        """Every entry of a migration (optionally one table), in partition and key order."""
+        """Every entry of a migration (optionally one table), in partition and key order; ids of an
+        unsettled intent without a row of their own come as write-ahead entries (see the module doc)."""
         if table is not None:
             query, parameters = "PartitionKey eq @pk", {"pk": self.partition(migration_id, table)}
         else:
             query = "PartitionKey ge @low and PartitionKey lt @high"
             parameters = {"low": f"{migration_id}~", "high": f"{migration_id}~\x7f"}
         fields = set(JournalEntry.model_fields)
+        partition: str | None = None
+        pending: list[tuple[str, JournalEntry]] = []
+        """Write-ahead entries of this partition's intents, by row key; `pending[passed:]` are still ahead."""
+        passed = 0
         for entity in self._table.query_entities(query, parameters=parameters):
+            if entity["PartitionKey"] != partition:
+                yield from (entry for _, entry in pending[passed:])
+                partition, pending, passed = entity["PartitionKey"], [], 0
+            if entity["RowKey"].startswith(_INTENT_PREFIX):
+                # Intents sort first in their partition: every row of theirs is still to come.
+                merged = dict(pending)  # twin deliveries may announce the same id twice: one entry
+                merged.update({key: entry for key, entry in _Intent.of(entity).entries(migration_id, partition)
+                               if key not in merged})
+                pending = sorted(merged.items(), key=lambda item: item[0])
+                continue
+            row_key = entity["RowKey"]
+            while passed < len(pending) and pending[passed][0] <= row_key:
+                key, entry = pending[passed]
+                passed += 1
+                if key != row_key:  # a row of its own wins over the intent
+                    yield entry
             yield JournalEntry.model_validate({key: value for key, value in entity.items() if key in fields})
+        yield from (entry for _, entry in pending[passed:])
+
+
+class _Intent(BaseModel):
+    """One intent entity read back: the announced ids (and their record ids when known in advance)."""
+
+    ids: list[str]
+    targets: list[str] | None
+    batch: str
+    target_table: str | None
+    at: datetime
+
+    @classmethod
+    def of(cls, entity: dict) -> _Intent:
+        payload = json.loads("".join(entity[f"p{n}"] for n in range(int(entity["pieces"]))))
+        return cls(ids=payload["ids"], targets=payload["targets"], batch=entity["batch"],
+                   target_table=entity.get("target_table"), at=entity["at"])
+
+    def entries(self, migration_id: str, partition: str) -> list[tuple[str, JournalEntry]]:
+        table = partition.split("~", 1)[1]
+        targets = self.targets or [None] * len(self.ids)
+        out = {source_id: JournalEntry(
+            migration_id=migration_id, table=table, source_id=source_id, target_table=self.target_table,
+            target_id=target, action="failed", origin="created", batch=self.batch, at=self.at,
+            code=WRITE_IN_PROGRESS, reason="the write started; its outcome was not recorded")
+            for source_id, target in zip(self.ids, targets, strict=True)}
+        return [(_row_key(source_id), entry) for source_id, entry in out.items()]
+
+
+def _intent_pieces(source_ids: list[str], target_ids: list[str] | None
+                   ) -> Iterator[tuple[list[str], list[str] | None]]:
+    """The ids split so one intent entity's JSON fits its properties."""
+    budget = _INTENT_CHARS_PER_PROPERTY * _INTENT_PROPERTIES - 100
+    start, size = 0, 0
+    for i, source_id in enumerate(source_ids):
+        cost = len(json.dumps(source_id)) + 1 + (len(json.dumps(target_ids[i])) + 1 if target_ids else 0)
+        if size + cost > budget and i > start:
+            yield source_ids[start:i], (target_ids[start:i] if target_ids else None)
+            start, size = i, 0
+        size += cost
+    yield source_ids[start:], (target_ids[start:] if target_ids else None)
 
 
 def now() -> datetime:

@@ -88,16 +88,24 @@ def test_a_transaction_whose_connection_dropped_is_sent_again(storage_connection
 
     monkeypatch.setattr(journal_module, "_BACKOFF_SECONDS", 0.0)
     journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
-    submit = journal._table.submit_transaction
+    send = Journal._send_lean
     calls: list[int] = []
 
-    def flaky(operations):
+    def flaky(self, operations):
         calls.append(len(operations))
         if len(calls) in (1, 3):  # the first transaction's first try; another one's first try
             raise ServiceResponseError("Connection aborted.")
-        return submit(operations)
+        return send(self, operations)
 
-    journal._table.submit_transaction = flaky  # type: ignore[method-assign]
+    monkeypatch.setattr(Journal, "_send_lean", flaky)
     journal.record([_entry(str(i)) for i in range(250)])  # three transactions, sent in parallel
     assert len(calls) == 5
     assert sorted(e.source_id for e in journal.entries("m-1", "patient")) == sorted(str(i) for i in range(250))
+
+
+def test_two_entries_of_one_record_in_one_call_keep_the_last_instead_of_failing_the_transaction(
+        storage_connection_string: str, unique_name: str):
+    journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
+    journal.record([_entry("7", action="updated", origin="none"), _entry("8"), _entry("7", action="failed")])
+    entries = {e.source_id: e for e in journal.entries("m-1", "patient")}
+    assert set(entries) == {"7", "8"} and entries["7"].action == "failed"

@@ -1,0 +1,92 @@
+"""The load's write-ahead through journal intents, end to end on one batch: a host stopped after the
+write and before the journal leaves the batch's new records known as `created` (origin created, code
+write_in_progress), and the batch run again journals them as created with their ids."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devtools import azurite
+from devtools.stack import LocalStack, drive_migration, practice_stack, synthetic_practice
+from shared.dataverse.schema import read_table
+from shared.pipeline.load import load_batch
+from shared.pipeline.target import dataverse_client
+from shared.runtime import Runtime
+from shared.settings import Settings
+from shared.state.journal import WRITE_IN_PROGRESS, Journal, _row_key
+from shared.state.migrations import Migration
+
+TENANT = "practice-group-1"
+MAP = "fee_schedule_item"
+
+
+@dataclass
+class Loaded:
+    stack: LocalStack
+    migration_id: str
+
+    @property
+    def rt(self) -> Runtime:
+        return Runtime.create(Settings.model_validate({
+            "AzureWebJobsStorage": self.stack.storage.connection_string, "table_prefix": self.stack.prefix,
+            "dataverse_auth_mode": "factory",
+            "dataverse_credential_factory": "emulator.credentials:EmulatorTokenCredential"}))
+
+
+@pytest.fixture(scope="module")
+def loaded(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
+    work = Path(tmp_path_factory.mktemp("write-ahead"))
+    practice, bundle = synthetic_practice(work, 10, 5)
+    with practice_stack(work, practice, storage=azurite) as stack:
+        result = drive_migration(stack, bundle, timeout=300, sample_patients=0)
+        assert result["view"]["runtime_status"] == "Completed", result["view"].get("custom_status")
+        yield Loaded(stack, str(result["migration_id"]))
+
+
+async def _forget(rt: Runtime, migration: Migration, rows: dict[str, str], target_table: str) -> None:
+    """Take the batch back to before it ran: its records deleted from Dataverse, its journal rows gone."""
+    async with dataverse_client(rt, migration) as client:
+        info = await read_table(client, target_table)
+        assert info is not None
+        for target_id in rows.values():
+            await client.request("DELETE", f"{info.entity_set_name}({target_id})")
+    table = rt.journal._table  # noqa: SLF001 - the test removes rows the API never deletes
+    for source_id in rows:
+        table.delete_entity(Journal.partition(migration.migration_id, MAP), _row_key(source_id))
+
+
+def test_a_batch_stopped_between_its_write_and_its_journal_leaves_its_records_created(
+        loaded: Loaded, monkeypatch: pytest.MonkeyPatch):
+    rt = loaded.rt
+    migration = rt.migrations.get(TENANT, loaded.migration_id)
+    first = {e.source_id: e for e in rt.journal.entries(loaded.migration_id, MAP) if e.batch == f"{MAP}/0"}
+    assert first, sorted({(e.table, e.batch, e.action, e.origin) for e in rt.journal.entries(loaded.migration_id)})
+    assert {(e.action, e.origin) for e in first.values()} == {("created", "created")}
+    target_table = next(iter(first.values())).target_table
+    assert target_table
+    asyncio.run(_forget(rt, migration, {sid: str(e.target_id) for sid, e in first.items()}, target_table))
+    assert not set(first) & {e.source_id for e in rt.journal.entries(loaded.migration_id, MAP)}
+
+    def stopped(entries: Any) -> None:
+        raise RuntimeError("host stopped")  # the write went out; the journal of its outcome never did
+
+    monkeypatch.setattr(rt.journal, "record", stopped)
+    with pytest.raises(RuntimeError, match="host stopped"):
+        asyncio.run(load_batch(rt, migration, MAP, 0))
+    monkeypatch.undo()
+
+    after_stop = {e.source_id: e for e in rt.journal.entries(loaded.migration_id, MAP) if e.source_id in first}
+    assert set(after_stop) == set(first)
+    assert {(e.action, e.origin, e.code) for e in after_stop.values()} == {("failed", "created", WRITE_IN_PROGRESS)}
+    assert rt.journal.existing_origins(loaded.migration_id, MAP, list(first)) == dict.fromkeys(first, "created")
+
+    asyncio.run(load_batch(rt, migration, MAP, 0))  # Durable runs the activity again
+    again = {e.source_id: e for e in rt.journal.entries(loaded.migration_id, MAP) if e.source_id in first}
+    assert {(e.action, e.origin, e.code) for e in again.values()} == {("created", "created", None)}
+    assert all(e.target_id for e in again.values())
