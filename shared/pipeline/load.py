@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -37,8 +37,9 @@ from shared.mapping.rows import (
     split_deferred,
     transform_row,
 )
-from shared.mapping.spec import MappingSpec, TableMap
+from shared.mapping.spec import ApprovedMapping, MappingSpec, TableMap
 from shared.mapping.transforms import TransformContext
+from shared.pipeline import closed
 from shared.pipeline.bundle import open_bundle
 from shared.pipeline.mapping import approved_mapping
 from shared.pipeline.overlay import CurrentSource, chain_for, children_for
@@ -47,7 +48,7 @@ from shared.pipeline.sample_scope import SampleScope, in_sample
 from shared.pipeline.schema import stored_plan
 from shared.pipeline.target import dataverse_client
 from shared.runtime import Runtime
-from shared.state.journal import JournalEntry, TAction, TOrigin, now
+from shared.state.journal import WRITE_IN_PROGRESS, JournalEntry, TAction, TOrigin, now
 from shared.state.migrations import Migration
 
 log = logging.getLogger("bridgework.load")
@@ -119,6 +120,41 @@ def plan_load(rt: Runtime, migration: Migration) -> LoadPlanInfo:
 # -- shared per-process context ----------------------------------------------------------------------
 
 _CONTEXTS: dict[tuple[str, int, str], TransformContext] = {}
+
+_KEPT = 8
+"""Approved maps, bundle readers and load plans kept per process: a few migrations (and their delta
+bundles) at once; the oldest goes first."""
+_APPROVED: dict[tuple[str, int], ApprovedMapping] = {}
+_READERS: dict[tuple[str, str], BundleReader] = {}
+_DEFERRED: dict[tuple[str, int], list[Any]] = {}
+
+
+def _kept(cache: dict, key: Any, make: Callable[[], Any]) -> Any:
+    """The cached value, or a new one made and kept (bounded: the oldest entry is dropped)."""
+    if key in cache:
+        return cache[key]
+    value = make()
+    while len(cache) >= _KEPT:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
+    return value
+
+
+def _approved(rt: Runtime, migration: Migration) -> ApprovedMapping:
+    """The approved map, read and verified once per process and mapping version: every batch of a
+    migration reads the same frozen artifact (`approved-v<N>.json` is written once, at approval)."""
+    version = migration.mapping_version
+    if version is None:  # approved_mapping raises the clear error
+        return approved_mapping(rt, migration)
+    return _kept(_APPROVED, (migration.migration_id, int(version)), lambda: approved_mapping(rt, migration))
+
+
+def _bundle(rt: Runtime, migration: Migration, bundle_id: str | None = None) -> BundleReader:
+    """The bundle's reader, its manifest read and checked once per process and bundle: a bundle is
+    immutable once its manifest (the commit marker) is in, and the reader still checks every part's
+    hash as it reads it. A bundle that fails to open is not kept."""
+    key = (migration.migration_id, str(bundle_id or migration.bundle_id))
+    return _kept(_READERS, key, lambda: open_bundle(rt, migration, bundle_id))
 
 
 def _references(reader: BundleReader, tables: Iterable[str]) -> dict[str, dict[str, Mapping[str, Any]]]:
@@ -229,11 +265,11 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
     sample: it upserts over the sample's records and still reports the ones the sample created as
     `created` (the same run created them). `keys` (with a delta's `bundle_id`): instead of a part, these rows
     of the current source (shared/pipeline/overlay.py), parents whose children alone changed in the delta."""
-    mapping = approved_mapping(rt, migration)
+    mapping = _approved(rt, migration)
     spec = mapping.spec
     table_map = spec.table(map_name)
-    reader = open_bundle(rt, migration)
-    rows_reader = open_bundle(rt, migration, bundle_id) if bundle_id else reader
+    reader = _bundle(rt, migration)
+    rows_reader = _bundle(rt, migration, bundle_id) if bundle_id else reader
     batch = f"{map_name}/{part}" if not bundle_id else f"{bundle_id}:{map_name}/{'parents-' if keys else ''}{part}"
     delta = bool(bundle_id) and bundle_id != migration.bundle_id
     if sample is not None:
@@ -295,9 +331,17 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
         rows: list[WriteRow] = []
         full_payloads: dict[str, dict[str, Any]] = {}
         closing: dict[str, dict[str, int]] = {}
+        # Rows of an update map that write the same record (a minor's two guardian links): the last one
+        # in the part is written, the others are journaled under their own key as superseded.
+        writer_of = {record_key(table_map, item.row.model_dump(), context) or item.key: item.key
+                     for item in selected}
         for item in selected:
             row = item.row.model_dump()
             sid = record_key(table_map, row, context) or item.key
+            if writer_of[sid] != item.key:
+                journal(item.key, "skipped", code="superseded",
+                        reason=f"a later {table_map.source_table} row of the same record is written (the map keeps the last)")
+                continue
             payload, errors = transform_row(table_map, row, context)
             fatal = [e for e in errors if e.fatal]
             if fatal:
@@ -316,16 +360,27 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
         target = _target(spec, table_map, context, primary_ids)
         origins = rt.journal.existing_origins(migration.migration_id, map_name, [r.source_key for r in rows])
         closed_before = {sid for sid, origin in origins.items() if sid in closing}
-        if closed_before:  # a write started but never journaled may or may not have closed the record
+        if delta and table_map.close is not None and origins:
+            # A delta asks Dataverse: an appointment completed at the practice during cutover is still open
+            # there (written and closed as usual), one closed there stays read-only whatever the source says.
+            ids = sorted(origins)  # 100 ids per GET: the filter stays well under the URL limit
+            closed_before = set().union(*[await _closed_now(client, target, set(ids[i:i + 100]))
+                                          for i in range(0, len(ids), 100)])
+        elif closed_before:  # a write started but never journaled may or may not have closed the record
             unfinished = _unfinished(rt, migration, map_name, closed_before)
             closed_before -= unfinished - await _closed_now(client, target, unfinished)
-        # A closed appointment is read-only in Dataverse: a re-run leaves it as it is.
+        # A closed appointment is read-only in Dataverse: a re-run leaves it as it is (never reopened).
         to_write = [r for r in rows if r.source_key not in closed_before]
         # ... and keeps its target id in the journal (the sample run, or an earlier run, wrote it).
         closed_ids = _journaled_target_ids(rt, migration, map_name, closed_before) if closed_before else {}
+        changed = (await closed.changed_fields(client, spec, target, {r.source_key: r.values for r in rows
+                                                                      if r.source_key in closed_before})
+                   if delta and closed_before else {})
         for sid in sorted(closed_before):
-            journal(sid, "unchanged", target_id=closed_ids.get(sid),
-                    reason="closed activity: read-only after completion", origin=origins[sid])
+            journal(sid, "unchanged", target_id=closed_ids.get(sid), code=closed.CLOSED_READ_ONLY,
+                    reason=closed.reason_for(changed.get(sid, [])), origin=origins[sid])
+            if changed.get(sid):  # the delta report's count: changed at the practice, not applied
+                counts[closed.KEPT_COUNT] = counts.get(closed.KEPT_COUNT, 0) + 1
         # Records that were there before the migration: matched, imaged, written by id (shared/pipeline/preexisting.py).
         found, images = await _preexisting(rt, migration, client, spec, table_map, target, to_write, origins,
                                            full_payloads, batch)
@@ -341,21 +396,21 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
             journal(done.source_key, "updated", target_id=done.target_id, origin="preexisting",
                     before_image=images.get(done.source_key))
         announced: set[str] = set()
+        intents: list[str] = []
 
         async def before_create(keys: list[str]) -> None:
-            # Write-ahead: rows about to be created are journaled (origin created, code write_in_progress)
-            # before the request goes out, so a host stopped between the write and the journal cannot turn
-            # them into updates of unknown origin that a rollback would leave behind (found by the chaos run).
+            # Write-ahead: rows about to be created are announced (one intent entity per write, read back as
+            # origin created, code write_in_progress) before the request goes out, so a host stopped between
+            # the write and the journal cannot turn them into updates of unknown origin that a rollback would
+            # leave behind (found by the chaos run). Settled once this batch's rows are journaled.
             if table_map.action == "update":  # writes into records another map created: never their origin
                 return
             fresh = [k for k in keys if k not in origins and k not in announced]
             announced.update(keys)
             if fresh:
-                rt.journal.record([JournalEntry(
-                    migration_id=migration.migration_id, table=map_name, source_id=k,
-                    target_table=table_map.target_table, action="failed", origin="created", batch=batch, at=now(),
-                    target_id=None if target.key_column else row_id(target.logical_name, k),
-                    code=WRITE_IN_PROGRESS, reason="the write started; its outcome was not recorded") for k in fresh])
+                intents.extend(rt.journal.announce(
+                    migration.migration_id, map_name, batch, table_map.target_table, fresh,
+                    None if target.key_column else [row_id(target.logical_name, k) for k in fresh]))
 
         report = await BulkWriter(client).write(target, to_write, before_create=before_create) if to_write else None
         outcomes = report.outcomes if report else []
@@ -388,6 +443,7 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
                     code="ambiguous_match" if flag is not None else None, reason=flag)
         await _close(client, target, {sid: state for sid, state in closing.items() if sid in written_ids})
     rt.journal.record(entries)
+    rt.journal.settle(migration.migration_id, map_name, intents)  # every announced row has its own entry now
     rt.migrations.record_progress(migration.migration_id, f"load:{batch}" if sample is None else batch, "done", counts)
     log.info("migration %s: %s loaded (%s)", migration.migration_id, batch,
              ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
@@ -452,8 +508,6 @@ async def _close(client: DataverseClient, target: TableTarget, states: dict[str,
                                       dataverse_code=",".join(codes))
 
 
-WRITE_IN_PROGRESS = "write_in_progress"
-"""Journal code of a row whose write started and whose outcome was never recorded (see `before_create`)."""
 
 
 def _unfinished(rt: Runtime, migration: Migration, map_name: str, source_ids: set[str]) -> set[str]:
@@ -486,11 +540,17 @@ def _journaled_target_ids(rt: Runtime, migration: Migration, map_name: str, sour
 
 
 def _deferred(rt: Runtime, migration: Migration) -> list[Any]:
+    """The load plan's deferred lookups; kept per process and mapping version once the plan exists
+    (plan_load derives it from the approved map alone, so a version's plan never changes)."""
     from shared.mapping.graph import LoadPlan
 
+    key = (migration.migration_id, int(migration.mapping_version or 0))
+    if key in _DEFERRED:
+        return _DEFERRED[key]
     if not rt.artifacts.exists(migration.migration_id, LOAD_PLAN):
         return []
-    return LoadPlan.model_validate(rt.artifacts.get_json(migration.migration_id, LOAD_PLAN)).deferred
+    return _kept(_DEFERRED, key, lambda: LoadPlan.model_validate(
+        rt.artifacts.get_json(migration.migration_id, LOAD_PLAN)).deferred)
 
 
 async def bind_deferred(rt: Runtime, migration: Migration, map_name: str, part: int, *,
@@ -498,11 +558,11 @@ async def bind_deferred(rt: Runtime, migration: Migration, map_name: str, part: 
     """Second pass: write the lookups a dependency cycle held back (guarantor -> contact, for example).
     Rows come from the full bundle, or from `bundle_id` (a delta during cutover); `sample`: only the
     sample run's rows (progress under `sample-bind:`)."""
-    spec = approved_mapping(rt, migration).spec
+    spec = _approved(rt, migration).spec
     table_map = spec.table(map_name)
     navs = {d.nav for d in _deferred(rt, migration) if d.table == map_name}
-    reader = open_bundle(rt, migration)
-    rows_reader = open_bundle(rt, migration, bundle_id) if bundle_id else reader
+    reader = _bundle(rt, migration)
+    rows_reader = _bundle(rt, migration, bundle_id) if bundle_id else reader
     counts: dict[str, int] = {}
     async with dataverse_client(rt, migration) as client:
         context = await _context(rt, migration, client, reader, spec)

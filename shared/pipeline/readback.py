@@ -12,7 +12,7 @@ few requests per thousand records are far from the request-count limit.
 The records a read returns are the full records cut down to what the diff looks at, so the diff's
 results are the same as with one GET per record: a plain column is selected when the table has it as a
 readable non-lookup attribute (a full GET would return it under that name, anything else reads as
-missing either way); for a lookup bind every `_<name>_value` that `sample._lookup_value` could walk to is
+missing either way); for a lookup bind every `_<name>_value` that `sample.lookup_value` could walk to is
 selected. A table whose attributes cannot be read, or a chunk Dataverse refuses (400/404), is read the
 old way, one GET per record, so an odd environment changes the speed, never the result.
 
@@ -44,7 +44,7 @@ _KEYED_BIND = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)='((?:[^']|'')*)'$")
 
 
 def lookup_candidates(nav: str) -> list[str]:
-    """The lookup columns `sample._lookup_value` tries for a navigation property, in its order:
+    """The lookup columns `sample.lookup_value` tries for a navigation property, in its order:
     `regardingobjectid_contact_appointment` -> itself, `regardingobjectid_contact`, `regardingobjectid`."""
     name = nav.lower()
     out = [name]

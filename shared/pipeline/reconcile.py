@@ -12,7 +12,9 @@ overlay.py writes it as a bundle of its own, so the sample diff reads it as it r
   journal, is then neither written nor in Dataverse: it counts as cleared, not as a mismatch);
 - diff: `sample.diff_sample` over a share of the patients (default all), each record's every mapped field.
 A record is mismatched when it is missing from, or extra in, the journal or Dataverse, or has a field
-that differs. Records deleted at the practice but kept in Dataverse on purpose (deletion policy report
+that differs. A completed or canceled appointment the practice edited after Dataverse closed it (journal
+code `closed_read_only`, shared/pipeline/closed.py) is read-only there: its differing fields are a known
+limitation, listed on their own (`kept_read_only`: map, record, field names; never values), not mismatches. Records deleted at the practice but kept in Dataverse on purpose (deletion policy report
 or deactivate, or pre-existing records) are expected extras, not mismatches. The mismatch share (per
 map, mismatched records / expected records) beyond the tolerance anywhere recommends the rollback.
 """
@@ -34,6 +36,7 @@ from shared.mapping.rows import record_key
 from shared.mapping.spec import MappingSpec, TableMap
 from shared.pipeline import load, sample
 from shared.pipeline.bundle import open_bundle
+from shared.pipeline.closed import CLOSED_READ_ONLY
 from shared.pipeline.mapping import approved_mapping
 from shared.pipeline.overlay import materialise
 from shared.pipeline.preexisting import lookup_attribute
@@ -50,6 +53,17 @@ MAX_IDS = 1000
 WRITTEN = ("created", "updated", "unchanged")
 RETAINED = {"reported", "deactivated", "kept_preexisting", "no_state"}
 """Deletion outcomes that leave the record in Dataverse on purpose."""
+
+
+class KeptReadOnly(BaseModel):
+    """A closed (completed or canceled) record whose source changed after Dataverse closed it: not applied."""
+
+    map: str
+    target_table: str
+    record: str
+    """The record's source key (`A-12`)."""
+    fields: list[str]
+    """The mapped fields the source holds differently from Dataverse (names only)."""
 
 
 class MapReconciliation(BaseModel):
@@ -73,6 +87,8 @@ class MapReconciliation(BaseModel):
     missing_in_target: list[str]
     extra_in_target: list[str]
     field_mismatched_records: list[str]
+    kept_read_only: int = 0
+    """Closed records the practice changed after Dataverse closed them (read-only there): listed, not mismatched."""
     fields_checked: int
     fields_matched: int
     mismatched_records: int
@@ -93,6 +109,8 @@ class Reconciliation(BaseModel):
     fields_matched: int
     maps: list[MapReconciliation]
     mismatches: list[sample.Mismatch]
+    """Field differences that count (those of records kept read-only are in `kept_read_only` instead)."""
+    kept_read_only: list[KeptReadOnly] = []
     verdict: TReconciliation
 
     @computed_field  # type: ignore[prop-decorator]
@@ -104,6 +122,11 @@ class Reconciliation(BaseModel):
     @property
     def records_mismatched(self) -> int:
         return sum(m.mismatched_records for m in self.maps)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def records_kept_read_only(self) -> int:
+        return sum(m.kept_read_only for m in self.maps)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -165,6 +188,8 @@ async def reconcile(rt: Runtime, migration: Migration) -> Reconciliation:
     diff = await sample.diff_sample(rt, view, patients=patients)
     retained = _retained(rt, migration)
     maps: list[MapReconciliation] = []
+    kept_all: list[KeptReadOnly] = []
+    counted: list[sample.Mismatch] = []
     async with dataverse_client(rt, view) as client:
         context = await load._context(rt, view, client, reader, spec)
         for table_map in spec.enabled_tables():
@@ -201,7 +226,12 @@ async def reconcile(rt: Runtime, migration: Migration) -> Reconciliation:
             extra_journal = written - expected - keep
             missing_target = expected - in_target if in_target is not None else set()
             extra_target = in_target - expected - keep if in_target is not None else set()
-            bad_fields = {m.record for m in diff.mismatches if m.map == table_map.name}
+            read_only = {e.source_id for e in entries if e.code == CLOSED_READ_ONLY}
+            kept, bad = split_read_only(table_map.name, [m for m in diff.mismatches if m.map == table_map.name],
+                                        read_only)
+            kept_all.extend(kept)
+            counted.extend(bad)
+            bad_fields = {m.record for m in bad}
             stat = next((t for t in diff.tables if t.map == table_map.name), None)
             mismatched = missing_journal | extra_journal | missing_target | extra_target | bad_fields
             share_bad = len(mismatched) / max(len(expected), 1)
@@ -213,7 +243,7 @@ async def reconcile(rt: Runtime, migration: Migration) -> Reconciliation:
                 target_records=len(in_target) if in_target is not None else None, retained_deletions=len(keep),
                 missing_in_journal=sorted(missing_journal)[:MAX_IDS], extra_in_journal=sorted(extra_journal)[:MAX_IDS],
                 missing_in_target=sorted(missing_target)[:MAX_IDS], extra_in_target=sorted(extra_target)[:MAX_IDS],
-                field_mismatched_records=sorted(bad_fields)[:MAX_IDS],
+                field_mismatched_records=sorted(bad_fields)[:MAX_IDS], kept_read_only=len(kept),
                 fields_checked=stat.fields_checked if stat else 0, fields_matched=stat.fields_matched if stat else 0,
                 mismatched_records=len(mismatched), mismatch_share=share_bad,
                 within_tolerance=share_bad <= migration.tolerance))
@@ -221,7 +251,26 @@ async def reconcile(rt: Runtime, migration: Migration) -> Reconciliation:
     return Reconciliation(migration_id=migration.migration_id, generated_at=datetime.now(UTC),
                           source_bundle_id=source_id, deltas_applied=chain, tolerance=migration.tolerance,
                           diff_share=share, patients_diffed=diff.patients, fields_checked=diff.fields_checked,
-                          fields_matched=diff.fields_matched, maps=maps, mismatches=diff.mismatches, verdict=verdict)
+                          fields_matched=diff.fields_matched, maps=maps, mismatches=counted,
+                          kept_read_only=kept_all, verdict=verdict)
+
+
+def split_read_only(map_name: str, mismatches: list[sample.Mismatch], read_only: set[str]
+                    ) -> tuple[list[KeptReadOnly], list[sample.Mismatch]]:
+    """(records kept read-only with their differing field names, the mismatches that count) of one map:
+    a record whose journal entry is `closed_read_only` differs because Dataverse refuses edits to it."""
+    fields: dict[str, set[str]] = {}
+    target: dict[str, str] = {}
+    bad: list[sample.Mismatch] = []
+    for m in mismatches:
+        if m.record in read_only:
+            fields.setdefault(m.record, set()).add(m.field)
+            target[m.record] = m.target_table
+        else:
+            bad.append(m)
+    kept = [KeptReadOnly(map=map_name, target_table=target[sid], record=sid, fields=sorted(fields[sid]))
+            for sid in sorted(fields)]
+    return kept, bad
 
 
 # -- renderings --------------------------------------------------------------------------------------------
@@ -229,7 +278,7 @@ async def reconcile(rt: Runtime, migration: Migration) -> Reconciliation:
 CSV_COLUMNS = ("map", "target_table", "action", "source_rows", "quarantined", "expected", "journal_written",
                "journal_deleted", "target_records", "retained_deletions", "missing_in_journal", "extra_in_journal",
                "missing_in_target", "extra_in_target", "field_mismatched_records", "mismatched_records",
-               "mismatch_share", "within_tolerance")
+               "mismatch_share", "within_tolerance", "kept_read_only")
 
 
 def render_csv(report: Reconciliation) -> str:
@@ -242,7 +291,7 @@ def render_csv(report: Reconciliation) -> str:
                          m.journal_deleted, "" if m.target_records is None else m.target_records, m.retained_deletions,
                          len(m.missing_in_journal), len(m.extra_in_journal), len(m.missing_in_target),
                          len(m.extra_in_target), len(m.field_mismatched_records), m.mismatched_records,
-                         f"{m.mismatch_share:.6f}", "yes" if m.within_tolerance else "no"])
+                         f"{m.mismatch_share:.6f}", "yes" if m.within_tolerance else "no", m.kept_read_only])
     return buffer.getvalue()
 
 
@@ -260,9 +309,11 @@ def render_html(report: Reconciliation) -> str:
         f"<td>{'' if m.target_records is None else m.target_records}</td><td>{m.retained_deletions}</td>"
         f"<td>{len(m.missing_in_target) + len(m.missing_in_journal)}</td>"
         f"<td>{len(m.extra_in_target) + len(m.extra_in_journal)}</td><td>{len(m.field_mismatched_records)}</td>"
-        f"<td>{m.mismatched_records}</td><td>{_pct(m.mismatch_share)}</td>"
+        f"<td>{m.mismatched_records}</td><td>{m.kept_read_only}</td><td>{_pct(m.mismatch_share)}</td>"
         f"<td>{'within' if m.within_tolerance else 'BEYOND'}</td></tr>" for m in report.maps)
     rows = sample.mismatch_rows_html(report.mismatches)
+    kept_rows = "".join(f"<tr><td>{e(k.map)}</td><td>{e(k.target_table)}</td><td>{e(k.record)}</td>"
+                        f"<td>{e(', '.join(k.fields))}</td></tr>" for k in report.kept_read_only)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Go-live reconciliation</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2rem;color:#222}}table{{border-collapse:collapse;margin:1rem 0}}
@@ -280,7 +331,13 @@ worst table: <span id="worst-share">{_pct(report.worst_share)}</span></p>
 <p>Delta bundles applied during cutover: <span id="deltas-applied">{len(report.deltas_applied)}</span></p></section>
 <h2>Tables</h2><table id="maps-table"><tr><th>map</th><th>Dynamics table</th><th>expected</th><th>journal</th>
 <th>in Dynamics</th><th>kept deletions</th><th>missing</th><th>extra</th><th>field mismatches</th>
-<th>mismatched records</th><th>share</th><th>tolerance</th></tr>{maps}</table>
+<th>mismatched records</th><th>kept read-only</th><th>share</th><th>tolerance</th></tr>{maps}</table>
+<h2>Changed after they were closed in Dynamics: not applied</h2>
+<p id="kept-read-only-note"><span id="kept-read-only">{report.records_kept_read_only}</span> completed or canceled
+appointments changed in Dentrix after they were closed in Dynamics; Dynamics keeps closed appointments read-only,
+so these changes were not applied. They are listed here and do not count as mismatches.</p>
+<table id="kept-read-only-table"><tr><th>map</th><th>Dynamics table</th><th>record</th><th>fields changed</th></tr>
+{kept_rows}</table>
 <h2>Field mismatches</h2><input id="filter" placeholder="filter by map, record or field" size="40">
 <table id="mismatches"><tr><th>map</th><th>record</th><th>field</th><th>source</th><th>expected</th><th>actual</th></tr>
 {rows}</table>

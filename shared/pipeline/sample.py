@@ -118,7 +118,7 @@ _rows = rows_of
 # -- reading back and comparing ------------------------------------------------------------------------------
 
 
-def _same(expected: Any, actual: Any) -> bool:
+def same_value(expected: Any, actual: Any) -> bool:
     if isinstance(expected, bool) or isinstance(actual, bool):
         return expected == actual
     if isinstance(expected, (int, float)) and isinstance(actual, (int, float)):
@@ -128,7 +128,7 @@ def _same(expected: Any, actual: Any) -> bool:
     return bool(expected == actual)
 
 
-def _lookup_value(nav: str, record: dict[str, Any]) -> Any:
+def lookup_value(nav: str, record: dict[str, Any]) -> Any:
     """`regardingobjectid_contact_appointment` -> the record's `_regardingobjectid_value`."""
     name = nav.lower()
     while f"_{name}_value" not in record and "_" in name:
@@ -169,7 +169,7 @@ async def diff_sample(rt: Runtime, migration: Migration, patients: list[str] | N
     mismatches: list[Mismatch] = []
     async with dataverse_client(rt, migration) as client:
         context = await load._context(rt, migration, client, reader, spec)
-        primary_of_set = await _primary_ids(client, spec)
+        primary_of_set = await primary_ids(client, spec)
         readback = RecordReader(client, primary_of_set)
         for table_map in spec.enabled_tables():
             if table_map.action not in ("upsert", "update"):
@@ -204,11 +204,11 @@ async def diff_sample(rt: Runtime, migration: Migration, patients: list[str] | N
                         continue  # party lists are written as their own rows
                     if column.endswith("@odata.bind"):
                         wanted: Any = await readback.bind_id(value)
-                        actual: Any = _lookup_value(column[: -len("@odata.bind")], record)
+                        actual: Any = lookup_value(column[: -len("@odata.bind")], record)
                         actual = str(actual).lower() if actual else None
                     else:
                         wanted, actual = value, record.get(column)
-                    ok = _same(wanted, actual)
+                    ok = same_value(wanted, actual)
                     field = fields.setdefault((table_map.name, column), FieldStat(map=table_map.name, field=column))
                     field.checked += 1
                     stat.fields_checked += 1
@@ -262,7 +262,7 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-async def _primary_ids(client: DataverseClient, spec: MappingSpec) -> dict[str, str]:
+async def primary_ids(client: DataverseClient, spec: MappingSpec) -> dict[str, str]:
     out = {"systemusers": "systemuserid"}
     for name in sorted({t.target_table for t in spec.enabled_tables() if t.action in ("upsert", "update")}):
         info = await read_table(client, name)

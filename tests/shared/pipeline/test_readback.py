@@ -19,7 +19,7 @@ from shared.dataverse.client import DataverseClient, DataverseConfig
 from shared.dataverse.writer import BulkWriter, TableTarget, WriteRow, row_id
 from shared.pipeline.preexisting import MAX_FILTER_URL
 from shared.pipeline.readback import RecordReader, in_filters, lookup_candidates, parse_keyed_bind, select_for
-from shared.pipeline.sample import _lookup_value
+from shared.pipeline.sample import lookup_value
 from tests.emulator.helpers import add_source_key
 
 CONTACTS = TableTarget(logical_name="contact", entity_set="contacts", primary_id="contactid", key_column="bw_sourceid")
@@ -74,7 +74,7 @@ def _projection(record: dict[str, Any] | None, columns: list[str]) -> dict[str, 
     """What the diff reads of a record: plain columns by name, lookups through its walk."""
     if record is None:
         return None
-    return {c: _lookup_value(c[: -len("@odata.bind")], record) if c.endswith("@odata.bind") else record.get(c)
+    return {c: lookup_value(c[: -len("@odata.bind")], record) if c.endswith("@odata.bind") else record.get(c)
             for c in columns}
 
 
