@@ -32,6 +32,11 @@ from shared.identity import principal_header
 OFFICE_MANAGER = "00000000-0000-0000-0000-0000000007ff"
 OPERATOR = principal_header("practice-group-1", "operator-1", ["operator"])
 
+FAST_EMULATOR: dict[str, Any] = {"time_scale": 300.0, "key_activation_seconds": 0.0}
+"""Emulator settings for tests whose subject is not Dataverse's timing: emulated server costs at 1/300 of
+real time, and alternate keys Active as soon as they are created (the schema build polls pending keys every
+2 s, twice per build; the key wait itself is tested in tests/shared/dataverse and by the chaos run)."""
+
 
 @dataclass
 class LocalStack:
@@ -93,6 +98,15 @@ def users_for_practice(database: Path) -> list[dict[str, Any]]:
     return users
 
 
+def fresh_environment(stack: LocalStack, practice: Path) -> LocalStack:
+    """Give a running stack a new, empty Dynamics environment and SharePoint site whose users are this
+    practice's (as `practice_stack` starts one), so one stack serves several practices one after another.
+    What the host keeps (migrations, journal, artifacts) stays: each migration has its own id."""
+    stack.emulator.configure(users=users_for_practice(practice))
+    stack.emulator.reset()
+    return stack
+
+
 def synthetic_practice(work_dir: Path, patients: int, seed: int, *, part_rows: int = DEFAULT_PART_ROWS
                        ) -> tuple[Path, Path]:
     """Synthesise a practice in `work_dir` and extract its bundle: (practice database, bundle folder)."""
@@ -103,10 +117,12 @@ def synthetic_practice(work_dir: Path, patients: int, seed: int, *, part_rows: i
 
 
 def practice_stack(work_dir: Path, practice: Path, storage: azurite.AzuriteProcess | None = None,
+                   emulator_config: dict[str, Any] | None = None,
                    **options: Any) -> contextlib.AbstractContextManager[LocalStack]:
-    """The local stack with the emulator's Dynamics users set up for this practice's providers."""
+    """The local stack with the emulator's Dynamics users set up for this practice's providers
+    (`emulator_config`, e.g. FAST_EMULATOR, adds to that)."""
     return local_stack(work_dir / "stack", storage=storage,
-                       emulator_config={"users": users_for_practice(practice)}, **options)
+                       emulator_config={**(emulator_config or {}), "users": users_for_practice(practice)}, **options)
 
 
 def target_for(stack: LocalStack, **overrides: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from agent.upload import upload_bundle
 from devtools import azurite
 from devtools.canonical import canonical_state
 from devtools.stack import (
+    FAST_EMULATOR,
     OPERATOR,
     LocalStack,
     QuietProgress,
@@ -107,10 +108,10 @@ class Cutover:
 def cut(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cutover]:
     work = Path(tmp_path_factory.mktemp("cutover"))
     practice, bundle = synthetic_practice(work, PATIENTS, 23, part_rows=40)
-    # The emulator's clock 300x the wall clock (60x is the default): its per-request server time is not this
-    # test's subject, and the suite has a time budget.
+    # The emulator's clock 300x the wall clock (60x is the default) and keys active at once: its per-request
+    # server time is not this test's subject, and the suite has a time budget (devtools/stack.py FAST_EMULATOR).
     with local_stack(work / "stack", storage=azurite, clock="virtual",
-                     emulator_config={"users": users_for_practice(practice), "time_scale": 300.0}) as stack:
+                     emulator_config={**FAST_EMULATOR, "users": users_for_practice(practice)}) as stack:
         result = drive_migration(stack, bundle, timeout=300, sample_patients=0)  # no sample stage: not this test's subject
         assert result["view"]["runtime_status"] == "Completed", result["view"].get("custom_status")
         yield Cutover(stack, result["migration_id"], practice, bundle, work)

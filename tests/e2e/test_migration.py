@@ -6,24 +6,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.synth import iter_source_rows
-from devtools import azurite
-from devtools.canonical import canonical_state, now_iso
-from devtools.stack import LocalStack, drive_migration, practice_stack, synthetic_practice, wait_for_stage
+from devtools.canonical import canonical_state
+from devtools.stack import LocalStack, drive_migration, wait_for_stage
 from shared.dentrix.reader import BundleReader, LoadedRow
 from shared.mapping.rows import derived_id, make_context, record_key, split_deferred, transform_row
 from shared.mapping.schema_plan import SchemaPlan
 from shared.mapping.spec import load_approved
 from shared.runtime import Runtime
 from shared.settings import Settings
-
-PATIENTS = 25
+from tests.e2e.conftest import MigratedPractice
 
 
 class Migrated:
@@ -38,13 +35,44 @@ class Migrated:
 
 
 @pytest.fixture(scope="module")
-def migrated(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Migrated]:
-    work = Path(tmp_path_factory.mktemp("e2e"))
-    practice, bundle = synthetic_practice(work, PATIENTS, 11, part_rows=40)
-    with practice_stack(work, practice, azurite) as stack:
-        started = now_iso()
-        result = drive_migration(stack, bundle, timeout=300)
-        yield Migrated(stack, result, practice, bundle, started)
+def migrated(migrated_practice: MigratedPractice) -> Migrated:
+    """The shared migrated practice (tests/e2e/conftest.py), as its migration left it."""
+    shared = migrated_practice.restore()
+    return Migrated(shared.stack, shared.result, shared.practice, shared.bundle, shared.started)
+
+
+class KilledRun:
+    def __init__(self, expected: dict[str, dict[str, Any]], outcome: dict[str, Any], killed: bool) -> None:
+        self.expected, self.outcome, self.killed = expected, outcome, killed
+        self.migration_id = outcome["migration_id"]
+
+
+@pytest.fixture(scope="module")
+def killed_run(migrated: Migrated, migrated_practice: MigratedPractice) -> KilledRun:
+    """A second migration of the same bundle into an emptied environment, its host killed mid-load, and the
+    state the first one left (`expected`). The shared migration itself is never run again: the modules
+    sharing it rely on its journal, progress and artifacts."""
+    stack = migrated.stack
+    stack.emulator.restore(migrated_practice.snapshot)
+    expected = migrated.canonical()
+    known = set(_running_migrations(migrated))
+    stack.emulator.reset()
+    outcome: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: outcome.update(drive_migration(stack, migrated.bundle, timeout=300)))
+    runner.start()
+    deadline = time.monotonic() + 300
+    killed = False
+    while time.monotonic() < deadline and runner.is_alive() and not killed:
+        for migration_id in [m for m in _running_migrations(migrated) if m not in known]:
+            status = (stack.api("GET", f"/migrations/{migration_id}").get("custom_status") or {})
+            if status.get("stage") == "load":
+                time.sleep(0.3)
+                stack.host.kill()
+                stack.host.start()
+                killed = True
+        time.sleep(0.1)
+    runner.join(timeout=300)
+    return KilledRun(expected, outcome, killed)
 
 
 def _approved(m: Migrated):
@@ -188,43 +216,28 @@ def test_owners_create_dates_guarantors_dual_coverage_and_appointment_parties(mi
     assert {k.split("|")[0] for k in with_patient} <= set(appointments)
 
 
-def test_running_the_same_migration_again_writes_no_duplicate_and_changes_nothing(migrated: Migrated):
+def test_a_host_killed_mid_load_ends_in_the_same_state_as_an_uninterrupted_run(migrated: Migrated,
+                                                                               killed_run: KilledRun):
+    assert killed_run.killed, "the host was killed during the load"
+    assert killed_run.outcome["view"]["runtime_status"] == "Completed"
+    assert migrated.canonical() == killed_run.expected
+
+
+def test_running_the_same_migration_again_writes_no_duplicate_and_changes_nothing(migrated: Migrated,
+                                                                                  killed_run: KilledRun):
+    # The migration run again is the killed run's (completed) one: the shared migration stays as it ended.
     stack = migrated.stack
     before = migrated.canonical()
-    stack.api("POST", f"/migrations/{migrated.migration_id}/start",
-              json={"bundle_id": migrated.result["view"]["migration"]["bundle_id"]})
-    view = wait_for_stage(stack, migrated.migration_id, {"done"}, timeout=300)
+    assert before == killed_run.expected
+    stack.api("POST", f"/migrations/{killed_run.migration_id}/start",
+              json={"bundle_id": killed_run.outcome["view"]["migration"]["bundle_id"]})
+    view = wait_for_stage(stack, killed_run.migration_id, {"done"}, timeout=300)
     assert view["runtime_status"] == "Completed"
     after = migrated.canonical()
     assert {t: len(r) for t, r in after.items()} == {t: len(r) for t, r in before.items()}
     assert after == before
-    actions = {e.action for e in migrated.rt.journal.entries(migrated.migration_id)}
+    actions = {e.action for e in migrated.rt.journal.entries(killed_run.migration_id)}
     assert "failed" not in actions
-
-
-def test_a_host_killed_mid_load_ends_in_the_same_state_as_an_uninterrupted_run(migrated: Migrated):
-    stack = migrated.stack
-    expected = migrated.canonical()
-    stack.emulator.reset()
-    outcome: dict[str, Any] = {}
-    runner = threading.Thread(target=lambda: outcome.update(drive_migration(stack, migrated.bundle, timeout=300)))
-    runner.start()
-    deadline = time.monotonic() + 300
-    killed = False
-    while time.monotonic() < deadline and runner.is_alive() and not killed:
-        ids = [m for m in _running_migrations(migrated) if m != migrated.migration_id]
-        for migration_id in ids:
-            status = (stack.api("GET", f"/migrations/{migration_id}").get("custom_status") or {})
-            if status.get("stage") == "load":
-                time.sleep(0.3)
-                stack.host.kill()
-                stack.host.start()
-                killed = True
-        time.sleep(0.1)
-    runner.join(timeout=300)
-    assert killed, "the host was killed during the load"
-    assert outcome["view"]["runtime_status"] == "Completed"
-    assert migrated.canonical() == expected
 
 
 def _running_migrations(m: Migrated) -> list[str]:
@@ -242,11 +255,15 @@ def test_a_schema_plan_over_the_licence_is_refused_before_anything_is_built(migr
     too_big = plan.model_copy(update={"report": plan.report.model_copy(update={
         "problems": [{"code": "licence_exceeded", "message": "The plan needs 16 custom tables"}],
         "fits_licence": False})})
+    original = migrated.rt.artifacts.get_json(migration.migration_id, schema.PLAN)
     migrated.rt.artifacts.put_json(migration.migration_id, schema.PLAN, too_big.model_dump(mode="json", by_alias=True))
     migrated.stack.emulator.reset()
     import asyncio
 
-    with pytest.raises(SchemaPlanRefused, match="custom tables"):
-        asyncio.run(schema.build(migrated.rt, migration))
-    custom = [name for name in migrated.stack.emulator.dump()["entities"] if name.startswith("bw_")]
-    assert custom == []
+    try:
+        with pytest.raises(SchemaPlanRefused, match="custom tables"):
+            asyncio.run(schema.build(migrated.rt, migration))
+        custom = [name for name in migrated.stack.emulator.dump()["entities"] if name.startswith("bw_")]
+        assert custom == []
+    finally:  # the migration is shared (tests/e2e/conftest.py): its plan goes back as it was
+        migrated.rt.artifacts.put_json(migration.migration_id, schema.PLAN, original)

@@ -4,19 +4,17 @@ plan over the licence is refused before anything is built in Dataverse."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devhost.testing import run_sync
-from devtools import azurite
 from devtools.stack import (
     OPERATOR,
     LocalStack,
     create_and_start,
-    practice_stack,
+    fresh_environment,
     synthetic_practice,
     target_for,
     wait_for_stage,
@@ -25,12 +23,11 @@ from shared.dentrix.reader import BundleReader
 
 
 @pytest.fixture(scope="module")
-def stack_and_bundle(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFactory
-                     ) -> Iterator[tuple[LocalStack, Path]]:
+def stack_and_bundle(e2e_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalStack, Path]:
+    """A 12-patient practice and the shared end-to-end stack (tests/e2e/conftest.py) with an environment for it."""
     work = Path(tmp_path_factory.mktemp("review"))
     practice, bundle = synthetic_practice(work, 12, 5)
-    with practice_stack(work, practice, azurite) as stack:
-        yield stack, bundle
+    return fresh_environment(e2e_stack, practice), bundle
 
 
 def _started(stack: LocalStack, bundle: Path) -> str:

@@ -12,22 +12,19 @@ import csv
 import io
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from devtools import azurite
-from devtools.stack import OPERATOR, LocalStack, drive_migration, practice_stack, synthetic_practice
+from devtools.stack import OPERATOR, LocalStack
 from shared.pipeline.audit import AUDIT_CSV, COLUMNS
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.state.journal import JournalEntry
 from tests.e2e.browser import render
-
-PATIENTS = 25
+from tests.e2e.conftest import MigratedPractice
 
 
 class Migrated:
@@ -46,14 +43,12 @@ class Migrated:
 
 
 @pytest.fixture(scope="module")
-def migrated(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Migrated]:
-    work = Path(tmp_path_factory.mktemp("rollback"))
-    practice, bundle_dir = synthetic_practice(work, PATIENTS, 11, part_rows=40)
-    with practice_stack(work, practice, azurite) as stack:
-        before = stack.emulator.dump()
-        result = drive_migration(stack, bundle_dir, timeout=300)
-        assert result["view"]["runtime_status"] == "Completed"
-        yield Migrated(stack, result, before)
+def migrated(migrated_practice: MigratedPractice) -> Migrated:
+    """The shared migrated practice (25 patients, tests/e2e/conftest.py), as its migration left it, with
+    the emulator's state from before the migration."""
+    shared = migrated_practice.restore()
+    assert shared.result["view"]["runtime_status"] == "Completed"
+    return Migrated(shared.stack, shared.result, shared.before)
 
 
 def _data(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

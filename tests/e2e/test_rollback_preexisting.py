@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from devtools import azurite
-from devtools.stack import OPERATOR, LocalStack, drive_migration, practice_stack, synthetic_practice
+from devtools.stack import OPERATOR, LocalStack, drive_migration, fresh_environment, synthetic_practice
 from emulator.testing import RunningEmulator
 from shared.dataverse.metadata import ColumnSpec
 from shared.dataverse.schema import column_payload, label
@@ -88,7 +86,9 @@ class Seeded:
 
 
 @pytest.fixture(scope="module")
-def seeded(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+def seeded(e2e_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Seeded:
+    """A 12-patient practice migrated in the shared end-to-end stack (tests/e2e/conftest.py) into an environment
+    that already holds the front desk's and an earlier import's records."""
     work = Path(tmp_path_factory.mktemp("preexisting"))
     practice, bundle_dir = synthetic_practice(work, PATIENTS, 17, part_rows=40)
     reader = BundleReader.from_directory(bundle_dir)
@@ -103,25 +103,25 @@ def seeded(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFac
                 if isinstance(item, LoadedRow)]
     names = [str(c["ins_co_name"]).strip() for c in carriers if c.get("ins_co_name")]
     carrier = next(c for c in carriers if c.get("ins_co_name") and names.count(str(c["ins_co_name"]).strip()) == 1)
-    with practice_stack(work, practice, azurite) as stack:
-        emulator = stack.emulator
-        _carrier_table(emulator)
-        ids = {
-            "contact": _record(emulator, "contacts", {
-                "firstname": "Entered", "lastname": "At the front desk", "telephone1": "555-0101",
-                "emailaddress1": matched["email"].upper(), "birthdate": str(matched["birth_date"])[:10]}),
-            "carrier": _record(emulator, "bw_insurancecarriers", {"bw_name": str(carrier["ins_co_name"]).upper()}),
-            "lookalikes": [_record(emulator, "contacts", {
-                "lastname": f"Look-alike {n}", "emailaddress1": ambiguous["email"],
-                "birthdate": str(ambiguous["birth_date"])[:10]}) for n in (1, 2)],
-            "other": _record(emulator, "contacts", {"lastname": "Unrelated", "emailaddress1": "someone@else.example"}),
-            "patient": f"P-{matched['patient_id']}", "ambiguous": f"P-{ambiguous['patient_id']}",
-            "ins": f"IC-{carrier['ins_id']}",
-        }
-        before = emulator.dump()
-        result = drive_migration(stack, bundle_dir, timeout=300)
-        assert result["view"]["runtime_status"] == "Completed"
-        yield Seeded(stack, result, before, ids)
+    stack = fresh_environment(e2e_stack, practice)
+    emulator = stack.emulator
+    _carrier_table(emulator)
+    ids = {
+        "contact": _record(emulator, "contacts", {
+            "firstname": "Entered", "lastname": "At the front desk", "telephone1": "555-0101",
+            "emailaddress1": matched["email"].upper(), "birthdate": str(matched["birth_date"])[:10]}),
+        "carrier": _record(emulator, "bw_insurancecarriers", {"bw_name": str(carrier["ins_co_name"]).upper()}),
+        "lookalikes": [_record(emulator, "contacts", {
+            "lastname": f"Look-alike {n}", "emailaddress1": ambiguous["email"],
+            "birthdate": str(ambiguous["birth_date"])[:10]}) for n in (1, 2)],
+        "other": _record(emulator, "contacts", {"lastname": "Unrelated", "emailaddress1": "someone@else.example"}),
+        "patient": f"P-{matched['patient_id']}", "ambiguous": f"P-{ambiguous['patient_id']}",
+        "ins": f"IC-{carrier['ins_id']}",
+    }
+    before = emulator.dump()
+    result = drive_migration(stack, bundle_dir, timeout=300)
+    assert result["view"]["runtime_status"] == "Completed"
+    return Seeded(stack, result, before, ids)
 
 
 def test_the_matching_records_are_updated_in_place_with_their_before_images(seeded: Seeded):

@@ -17,14 +17,13 @@ from typing import Any
 import pytest
 
 from agent.upload import upload_bundle
-from devtools import azurite
+from devhost.testing import run_sync
 from devtools.stack import (
     OPERATOR,
     LocalStack,
     QuietProgress,
     approve_until_sample,
-    practice_stack,
-    synthetic_practice,
+    fresh_environment,
     target_for,
     wait_for_stage,
 )
@@ -35,8 +34,8 @@ from shared.pipeline.sample_scope import SCOPE, SampleScope
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.state.journal import JournalEntry
+from tests.e2e.conftest import Practice as SharedPractice
 
-PATIENTS = 25
 SAMPLE = 6
 TENANT = "practice-group-1"
 RECORD_TABLES = ("contact", "appointment", "annotation")
@@ -44,8 +43,8 @@ RECORD_TABLES = ("contact", "appointment", "annotation")
 
 
 class Practice:
-    def __init__(self, stack: LocalStack, bundle: Path) -> None:
-        self.stack, self.bundle = stack, bundle
+    def __init__(self, stack: LocalStack, bundle: Path, started: list[str]) -> None:
+        self.stack, self.bundle, self.started = stack, bundle, started
         self.rt = Runtime.create(Settings(AzureWebJobsStorage=stack.storage.connection_string,
                                           table_prefix=stack.prefix))
         self.reader = BundleReader.from_directory(bundle)
@@ -60,6 +59,7 @@ class Practice:
         upload = upload_bundle(self.bundle, created["upload"]["upload_url"], progress=QuietProgress())
         bundle_id = upload.prefix.rstrip("/").split("/")[-1]
         self.stack.api("POST", f"/migrations/{migration_id}/start", json={"bundle_id": bundle_id})
+        self.started.append(migration_id)
         return migration_id
 
     def spec(self, migration_id: str) -> MappingSpec:
@@ -78,11 +78,14 @@ class Practice:
 
 
 @pytest.fixture(scope="module")
-def practice(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Practice]:
-    work = Path(tmp_path_factory.mktemp("sample-run"))
-    database, bundle = synthetic_practice(work, PATIENTS, 11, part_rows=40)
-    with practice_stack(work, database, azurite) as stack:
-        yield Practice(stack, bundle)
+def practice(e2e_stack: LocalStack, practice_25: SharedPractice) -> Iterator[Practice]:
+    """The shared 25-patient practice and stack (tests/e2e/conftest.py), in an empty environment."""
+    stack = fresh_environment(e2e_stack, practice_25.database)
+    started: list[str] = []
+    yield Practice(stack, practice_25.bundle, started)
+    for migration_id in started:  # a run left waiting for its sample decision ends with the module
+        if stack.host.status(migration_id).get("runtimeStatus") in ("Running", "Pending"):
+            run_sync(stack.host.client().terminate(migration_id, "module done"))
 
 
 def _records(stack: LocalStack) -> dict[str, dict[str, dict[str, Any]]]:
