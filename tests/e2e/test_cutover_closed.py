@@ -24,6 +24,7 @@ from agent.extract import extract
 from agent.upload import upload_bundle
 from devtools import azurite
 from devtools.stack import (
+    FAST_EMULATOR,
     OPERATOR,
     LocalStack,
     QuietProgress,
@@ -110,7 +111,7 @@ def run(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFactor
     work = Path(tmp_path_factory.mktemp("cutover-closed"))
     practice, bundle = synthetic_practice(work, PATIENTS, SEED, part_rows=40)
     with local_stack(work / "stack", storage=azurite, clock="virtual",
-                     emulator_config={"users": users_for_practice(practice), "time_scale": 300.0}) as stack:
+                     emulator_config={**FAST_EMULATOR, "users": users_for_practice(practice)}) as stack:
         yield Closed(stack, practice, bundle, work)
 
 

@@ -31,6 +31,7 @@ from agent.upload import upload_bundle
 from devtools import azurite
 from devtools.canonical import canonical_state, now_iso
 from devtools.stack import (
+    FAST_EMULATOR,
     OPERATOR,
     LocalStack,
     QuietProgress,
@@ -207,7 +208,7 @@ def edges(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFact
     work = Path(tmp_path_factory.mktemp("cutover-edges"))
     practice, bundle = synthetic_practice(work, PATIENTS, SEED, part_rows=40)
     with local_stack(work / "stack", storage=azurite, clock="virtual",
-                     emulator_config={"users": users_for_practice(practice), "time_scale": 300.0}) as stack:
+                     emulator_config={**FAST_EMULATOR, "users": users_for_practice(practice)}) as stack:
         yield Edges(stack, practice, bundle, work)
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from devtools import azurite
-from devtools.stack import drive_migration, practice_stack, synthetic_practice
+from devtools.stack import FAST_EMULATOR, drive_migration, practice_stack, synthetic_practice
 from shared.pipeline.sample import SampleDiff, diff_sample
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -42,7 +42,7 @@ def _patch(emulator: Any, path: str, body: dict[str, Any]) -> None:
 def diffs(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Diffs]:
     work = Path(tmp_path_factory.mktemp("readback"))
     practice, bundle_dir = synthetic_practice(work, PATIENTS, 23, part_rows=40)
-    with practice_stack(work, practice, azurite) as stack:
+    with practice_stack(work, practice, azurite, emulator_config=FAST_EMULATOR) as stack:
         result = drive_migration(stack, bundle_dir, timeout=300, sample_patients=0)  # no sample stage: the full run
         assert result["view"]["runtime_status"] == "Completed", (result["view"].get("custom_status"),
                                                                  _errors(work / "stack" / "host.log"))

@@ -1,10 +1,12 @@
 """The load's write-ahead through journal intents, end to end on one batch: a host stopped after the
 write and before the journal leaves the batch's new records known as `created` (origin created, code
-write_in_progress), and the batch run again journals them as created with their ids."""
+write_in_progress), and the batch run again journals them as created with their ids. And one journal row
+per record: a minor with two guardian links (two rows of an update map writing one contact) loads."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +14,10 @@ from typing import Any
 
 import pytest
 
+from agent.extract import extract
+from agent.synth import synthesize
 from devtools import azurite
-from devtools.stack import LocalStack, drive_migration, practice_stack, synthetic_practice
+from devtools.stack import FAST_EMULATOR, LocalStack, drive_migration, practice_stack
 from shared.dataverse.schema import read_table
 from shared.pipeline.load import load_batch
 from shared.pipeline.target import dataverse_client
@@ -30,6 +34,8 @@ MAP = "fee_schedule_item"
 class Loaded:
     stack: LocalStack
     migration_id: str
+    last_guardian: str
+    """The patient id the minor's later guardian link names."""
 
     @property
     def rt(self) -> Runtime:
@@ -42,11 +48,18 @@ class Loaded:
 @pytest.fixture(scope="module")
 def loaded(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
     work = Path(tmp_path_factory.mktemp("write-ahead"))
-    practice, bundle = synthetic_practice(work, 10, 5)
-    with practice_stack(work, practice, storage=azurite) as stack:
+    practice = work / "practice.db"
+    synth = synthesize(practice, 10, 5)
+    with sqlite3.connect(practice) as db:  # patient 1 a minor with two guardians (links 901 then 902)
+        ids = [row[0] for row in db.execute("SELECT patient_id FROM v_patient ORDER BY patient_id LIMIT 3")]
+        db.executemany("INSERT INTO v_patient_guardian (guardian_link_id, patient_id, guardian_id, relationship,"
+                       " is_responsible_party, modified_at) VALUES (?, ?, ?, 1, 1, '2026-01-01 10:00:00')",
+                       [("901", ids[0], ids[1]), ("902", ids[0], ids[2])])
+    bundle = extract(str(practice), work / "bundle", files_root=synth.files_root).bundle_dir
+    with practice_stack(work, practice, storage=azurite, emulator_config=FAST_EMULATOR) as stack:
         result = drive_migration(stack, bundle, timeout=300, sample_patients=0)
         assert result["view"]["runtime_status"] == "Completed", result["view"].get("custom_status")
-        yield Loaded(stack, str(result["migration_id"]))
+        yield Loaded(stack, str(result["migration_id"]), str(ids[2]))
 
 
 async def _forget(rt: Runtime, migration: Migration, rows: dict[str, str], target_table: str) -> None:
@@ -90,3 +103,16 @@ def test_a_batch_stopped_between_its_write_and_its_journal_leaves_its_records_cr
     again = {e.source_id: e for e in rt.journal.entries(loaded.migration_id, MAP) if e.source_id in first}
     assert {(e.action, e.origin, e.code) for e in again.values()} == {("created", "created", None)}
     assert all(e.target_id for e in again.values())
+
+
+def test_a_minor_with_two_guardian_links_keeps_the_last_and_the_first_is_journaled_superseded(loaded: Loaded):
+    rt = loaded.rt
+    entries = {e.source_id: e for e in rt.journal.entries(loaded.migration_id, "guardian")}
+    minor = next(sid for sid, e in entries.items() if e.action == "updated")
+    assert (entries["901"].action, entries["901"].code) == ("skipped", "superseded")
+    assert "902" not in entries and len(entries) == 2  # one row per record, one per superseded link
+    report = rt.artifacts.get_json(loaded.migration_id, "reports/final.json")
+    assert report["unaccounted"] == {}, report["unaccounted"]
+    contacts = loaded.stack.emulator.rows("contact")
+    guardian = contacts[str(entries[minor].target_id)]["bw_guardianid"]["id"]
+    assert contacts[guardian]["bw_sourceid"] == f"P-{loaded.last_guardian}"  # the later link's guardian
