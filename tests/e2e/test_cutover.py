@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import json
 import sqlite3
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,11 +36,10 @@ from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.state.upload_sas import bundle_container
 from tests.e2e.browser import render
+from tests.e2e.support import tick
 
 PATIENTS = 10
-TICK = 15 * 60
 EDITED, NEW_PATIENT, NEW_APPOINTMENT, NEW_DOCUMENT = 3, 99001, 99001, 99001
-FIRED = "timer cutover_pickup_timer fired"
 
 
 class Cutover:
@@ -79,17 +77,7 @@ class Cutover:
         return grant.json()
 
     def tick(self) -> None:
-        """Fifteen minutes on the virtual clock: wait until the pickup timer fired (the host logs each
-        invocation; its idle check covers orchestrations and activities, not timer functions), then idle."""
-        log = self.stack.host.log_path
-        assert log is not None
-        fired = log.read_text().count(FIRED)
-        self.stack.host.advance(TICK)
-        deadline = time.monotonic() + 60
-        while log.read_text().count(FIRED) <= fired:
-            assert time.monotonic() < deadline, "the pickup timer did not fire"
-            time.sleep(0.05)
-        assert self.stack.host.wait_idle(timeout=120)
+        tick(self.stack.host, timeout=120)
 
     def cutover(self) -> dict[str, Any]:
         response = self.api("GET", "/cutover")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,11 +35,10 @@ from devtools.stack import (
 from shared.pipeline import closed
 from shared.runtime import Runtime
 from shared.settings import Settings
+from tests.e2e.support import tick
 
 PATIENTS, SEED = 10, 2
 """Seed 2: its ten patients have completed, canceled and at least two open appointments."""
-TICK = 15 * 60
-FIRED = "timer cutover_pickup_timer fired"
 DONE = "('complete', 'completed', 'posted', 'checkout', 'checked out')"
 EDITED = "2099-01-01 08:00:00.000"
 
@@ -95,15 +93,7 @@ class Closed:
         return json.loads((info.bundle_dir / "manifest.json").read_text())["bundle_id"]
 
     def tick(self) -> None:
-        log = self.stack.host.log_path
-        assert log is not None
-        fired = log.read_text().count(FIRED)
-        self.stack.host.advance(TICK)
-        deadline = time.monotonic() + 60
-        while log.read_text().count(FIRED) <= fired:
-            assert time.monotonic() < deadline, "the pickup timer did not fire"
-            time.sleep(0.05)
-        assert self.stack.host.wait_idle(timeout=180)
+        tick(self.stack.host)
 
 
 @pytest.fixture(scope="module")

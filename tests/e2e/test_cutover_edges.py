@@ -43,17 +43,15 @@ from devtools.stack import (
 from shared.pipeline import cutover
 from shared.runtime import Runtime
 from shared.settings import Settings
+from tests.e2e.support import TICK, restored_view, tick
 
 PATIENTS, SEED = 10, 11
 TENANT = "practice-group-1"
 """The tenant of devtools.stack's OPERATOR."""
-TICK = 15 * 60
-FIRED = "timer cutover_pickup_timer fired"
 PRIMARY = ("bw_primarysubscriberid", "bw_primarygroupnumber", "bw_primaryrelationship", "bw_primaryeffectivedate",
            "bw_primarybenefitsused", "bw_primarydeductibleused", "bw_primaryremainingbenefits",
            "_bw_primarycarrierid_value")
 GUARDIAN = ("bw_guardianrelationship", "bw_guardianisresponsible", "_bw_guardianid_value")
-VOLATILE = {"modifiedon", "versionnumber"}
 
 
 class Edges:
@@ -132,16 +130,7 @@ class Run:
         upload_bundle(self.edges.delta_dir, grant.json()["upload"]["upload_url"], progress=QuietProgress())
 
     def tick(self, seconds: float = TICK) -> None:
-        """Move the virtual clock, wait until the pickup timer fired (the host logs each invocation), then idle."""
-        log = self.stack.host.log_path
-        assert log is not None
-        fired = log.read_text().count(FIRED)
-        self.stack.host.advance(seconds)
-        deadline = time.monotonic() + 60
-        while log.read_text().count(FIRED) <= fired:
-            assert time.monotonic() < deadline, "the pickup timer did not fire"
-            time.sleep(0.05)
-        assert self.stack.host.wait_idle(timeout=180)
+        tick(self.stack.host, seconds)
 
     def cutover(self) -> dict[str, Any]:
         response = self.api("GET", "/cutover")
@@ -293,8 +282,8 @@ def test_deactivate_clears_update_map_columns_cancels_created_records_and_rollba
     assert rolled["report"]["kept"] == [] and rolled["report"]["remaining"] == []
     front_desk = next(rid for rid, row in run.before["rows"]["contact"].items() if row.get("telephone1") == "555-0101")
     after_rows = edges.stack.emulator.dump()["rows"]
-    assert _restored_view(after_rows, {front_desk}, run.before["rows"]) == \
-        _restored_view(run.before["rows"], {front_desk}, run.before["rows"])
+    assert restored_view(after_rows, {front_desk}, run.before["rows"]) == \
+        restored_view(run.before["rows"], {front_desk}, run.before["rows"])
 
 
 def _rollback(run: Run, timeout: float = 240) -> dict[str, Any]:
@@ -306,23 +295,6 @@ def _rollback(run: Run, timeout: float = 240) -> dict[str, Any]:
             return view
         time.sleep(0.2)
     raise TimeoutError("the rollback did not end")
-
-
-def _restored_view(rows: dict[str, dict[str, Any]], restored: set[str], before: dict[str, dict[str, Any]]
-                   ) -> dict[str, dict[str, Any]]:
-    """Records by table (empty tables left out); a restored record without what a restore cannot give back:
-    its row version stamps, and the nulls of the columns the schema build added (see test_rollback_preexisting)."""
-    out: dict[str, dict[str, Any]] = {}
-    for table, records in rows.items():
-        if not records:
-            continue
-        out[table] = {}
-        for record_id, row in records.items():
-            if record_id in restored:
-                known = before.get(table, {}).get(record_id, {})
-                row = {k: v for k, v in row.items() if k not in VOLATILE and (k in known or v is not None)}
-            out[table][record_id] = row
-    return out
 
 
 def _outside(state: dict[str, dict[str, Any]], records: set[str]) -> dict[str, dict[str, Any]]:

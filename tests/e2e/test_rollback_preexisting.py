@@ -36,11 +36,11 @@ from shared.pipeline.schema import created_components
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.state.journal import JournalEntry
+from tests.e2e.support import restored_view
 from tests.e2e.test_rollback import _rollback
 
 PATIENTS = 12
 TENANT = "practice-group-1"
-VOLATILE = {"modifiedon", "versionnumber"}
 
 
 def _post(emulator: RunningEmulator, path: str, body: dict[str, Any]) -> httpx.Response:
@@ -162,21 +162,6 @@ def test_an_ambiguous_patient_is_written_as_its_own_record_and_the_lookalikes_ar
     assert contacts[seeded.ids["other"]] == seeded.before["rows"]["contact"][seeded.ids["other"]]
 
 
-def _restored_view(rows: dict[str, dict[str, Any]], restored: set[str], before: dict[str, dict[str, Any]]
-                   ) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for table, records in rows.items():
-        if not records:
-            continue
-        out[table] = {}
-        for record_id, row in records.items():
-            if record_id in restored:
-                known = before.get(table, {}).get(record_id, {})
-                row = {k: v for k, v in row.items() if k not in VOLATILE and (k in known or v is not None)}
-            out[table][record_id] = row
-    return out
-
-
 def test_a_duplicate_delivery_that_read_the_journal_before_the_other_created_the_rows_keeps_them_created(
         seeded: Seeded, monkeypatch: pytest.MonkeyPatch):
     """Two deliveries of one batch side by side: the second read the journal's origins before the first had
@@ -230,8 +215,8 @@ def test_a_rerun_keeps_the_origin_and_the_first_before_image_and_rollback_restor
     assert f'<span id="deleted">{numbers["deleted"]}</span>' in page.text and numbers["deleted"] > 100
     after = seeded.stack.emulator.dump()
     restored = {seeded.ids["contact"], seeded.ids["carrier"]}
-    assert _restored_view(after["rows"], restored, seeded.before["rows"]) == \
-        _restored_view(seeded.before["rows"], restored, seeded.before["rows"])
+    assert restored_view(after["rows"], restored, seeded.before["rows"]) == \
+        restored_view(seeded.before["rows"], restored, seeded.before["rows"])
     assert after["graph"] == seeded.before["graph"]
     undone = {(e.origin, e.action) for e in seeded.rt.journal.entries(seeded.migration_id)
               if e.origin in ("preexisting", "created")}
@@ -268,7 +253,7 @@ def test_rollback_with_remove_schema_deletes_exactly_what_the_build_created(seed
     restored = {seeded.ids["contact"], seeded.ids["carrier"]}
     # With the migration's columns gone, the restored records hold exactly their old values (a column the
     # emulator never stored reads as null, as it was); only the write stamps differ.
-    assert _restored_view(after["rows"], restored, {}) == _restored_view(seeded.before["rows"], restored, {})
+    assert restored_view(after["rows"], restored, {}) == restored_view(seeded.before["rows"], restored, {})
     for record, table in ((seeded.ids["contact"], "contact"), (seeded.ids["carrier"], "bw_insurancecarrier")):
         assert {k for k in after["rows"][table][record] if k.startswith("bw_")} <= \
             set(seeded.before["rows"][table][record])  # the migration's columns are gone with their values
