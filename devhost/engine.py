@@ -528,7 +528,7 @@ class TaskHub:
     def _forget_if_finished(self, instance_id: str) -> None:
         """Evict an ended instance with nothing left to deliver from memory: storage holds it, and `_load`
         reads it back for a status request. Without this every instance a long-running host ever ran kept its
-        whole history in memory (the soak saw the host grow by ~250 KiB per migration)."""
+        whole history in memory."""
         instance = self._instances.get(instance_id)
         if instance is not None and instance.status in TERMINAL_STATES and not self._messages.get(instance_id):
             self._instances.pop(instance_id, None)

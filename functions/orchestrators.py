@@ -96,7 +96,7 @@ def migration_orchestrator(context: df.DurableOrchestrationContext):
 
     # The full run; right after a sample it upserts over the sample's records (`over_sample`).
     mode = {"mode": "over_sample"} if sample["run"] or sample.get("over_sample") else {}
-    loaded = yield from _load_waves(context, {**ref, **mode}, load_plan, "load")
+    loaded = yield from _load_tables(context, {**ref, **mode}, load_plan, "load")
     yield from _second_pass(context, ref, load_plan, "second_pass")
 
     _status(context, "attachments")
@@ -111,7 +111,7 @@ def migration_orchestrator(context: df.DurableOrchestrationContext):
             "report": report["report"]}
 
 
-def _load_waves(context: df.DurableOrchestrationContext, ref: dict, load_plan: dict, stage: str):
+def _load_tables(context: df.DurableOrchestrationContext, ref: dict, load_plan: dict, stage: str):
     """The table loads (one sub-orchestration per table map), each started as soon as the maps it
     depends on (`after`) have finished rather than wave by wave: a wave would wait for its slowest
     table (appointments, the ledger) while tables that only need a small parent sat idle.
@@ -158,7 +158,7 @@ def _sample_stage(context: df.DurableOrchestrationContext, ref: dict, load_plan:
     operator. Returns None when the sample is approved (the full run follows), else the run's end.
     Inputs carry `mode: sample`; the patients are in the run's `sample/scope.json`, read by each activity."""
     sample_ref = {**ref, "mode": "sample"}
-    yield from _load_waves(context, sample_ref, load_plan, "sample_load")
+    yield from _load_tables(context, sample_ref, load_plan, "sample_load")
     yield from _second_pass(context, sample_ref, load_plan, "sample_second_pass")
     if load_plan["attachment_parts"]:
         _status(context, "sample_attachments")

@@ -508,8 +508,6 @@ async def _close(client: DataverseClient, target: TableTarget, states: dict[str,
                                       dataverse_code=",".join(codes))
 
 
-
-
 def _unfinished(rt: Runtime, migration: Migration, map_name: str, source_ids: set[str]) -> set[str]:
     """Rows among these whose journal entry is still a write-ahead (their batch stopped mid-way) or a
     failure: whether their record was written and closed is read from Dataverse, not assumed."""
