@@ -248,12 +248,13 @@ def _running_migrations(m: Migrated) -> list[str]:
 
 def test_a_schema_plan_over_the_licence_is_refused_before_anything_is_built(migrated: Migrated):
     from shared.errors import SchemaPlanRefused
+    from shared.mapping.schema_plan import PlanProblem
     from shared.pipeline import schema
 
     mapping, plan = _approved(migrated)
     migration = migrated.rt.migrations.get("practice-group-1", migrated.migration_id)
     too_big = plan.model_copy(update={"report": plan.report.model_copy(update={
-        "problems": [{"code": "licence_exceeded", "message": "The plan needs 16 custom tables"}],
+        "problems": [PlanProblem(code="licence_exceeded", message="The plan needs 16 custom tables")],
         "fits_licence": False})})
     original = migrated.rt.artifacts.get_json(migration.migration_id, schema.PLAN)
     migrated.rt.artifacts.put_json(migration.migration_id, schema.PLAN, too_big.model_dump(mode="json", by_alias=True))
