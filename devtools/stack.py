@@ -28,6 +28,8 @@ from devtools import azurite
 from emulator.testing import RunningEmulator, run_emulator
 from shared.dentrix.manifest import DEFAULT_PART_ROWS
 from shared.identity import principal_header
+from shared.runtime import Runtime
+from shared.settings import Settings
 
 OFFICE_MANAGER = "00000000-0000-0000-0000-0000000007ff"
 OPERATOR = principal_header("practice-group-1", "operator-1", ["operator"])
@@ -52,6 +54,13 @@ class LocalStack:
         if response.status_code >= 400:
             raise RuntimeError(f"{method} {path} answered {response.status_code}: {response.text[:500]}")
         return response.json() if response.content else None
+
+    def runtime(self) -> Runtime:
+        """The engine's runtime against this stack's storage and emulator, as the host's activities build it:
+        for tests and benchmarks that call shared/pipeline directly or read the journal."""
+        return Runtime.create(Settings(
+            AzureWebJobsStorage=self.storage.connection_string, table_prefix=self.prefix,
+            dataverse_auth_mode="factory", dataverse_credential_factory="emulator.credentials:EmulatorTokenCredential"))
 
 
 @contextlib.contextmanager

@@ -33,8 +33,6 @@ from devtools.stack import (
     users_for_practice,
 )
 from shared.pipeline import closed
-from shared.runtime import Runtime
-from shared.settings import Settings
 from tests.e2e.support import tick
 
 PATIENTS, SEED = 10, 2
@@ -60,9 +58,7 @@ def _pick(practice: Path) -> dict[str, int]:
 class Closed:
     def __init__(self, stack: LocalStack, practice: Path, bundle: Path, work: Path) -> None:
         self.stack, self.practice, self.bundle, self.work = stack, practice, bundle, work
-        self.rt = Runtime.create(Settings(
-            AzureWebJobsStorage=stack.storage.connection_string, table_prefix=stack.prefix,
-            dataverse_auth_mode="factory", dataverse_credential_factory="emulator.credentials:EmulatorTokenCredential"))
+        self.rt = stack.runtime()
         self.picks = _pick(practice)
         result = drive_migration(stack, bundle, timeout=300, sample_patients=0)
         assert result["view"]["runtime_status"] == "Completed", result["view"].get("custom_status")

@@ -41,8 +41,6 @@ from devtools.stack import (
     users_for_practice,
 )
 from shared.pipeline import cutover
-from shared.runtime import Runtime
-from shared.settings import Settings
 from tests.e2e.support import TICK, restored_view, tick
 
 PATIENTS, SEED = 10, 11
@@ -59,9 +57,7 @@ class Edges:
 
     def __init__(self, stack: LocalStack, practice: Path, bundle: Path, work: Path) -> None:
         self.stack, self.practice, self.bundle, self.work = stack, practice, bundle, work
-        self.rt = Runtime.create(Settings(
-            AzureWebJobsStorage=stack.storage.connection_string, table_prefix=stack.prefix,
-            dataverse_auth_mode="factory", dataverse_credential_factory="emulator.credentials:EmulatorTokenCredential"))
+        self.rt = stack.runtime()
         self.empty = stack.emulator.snapshot()
         self.started = now_iso()
         self.picks = _pick(practice)

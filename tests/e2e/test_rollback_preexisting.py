@@ -33,8 +33,6 @@ from shared.pipeline.preexisting import load_image
 from shared.pipeline.rollback import RollbackReport, record_watermark
 from shared.pipeline.rollback_html import summary_numbers
 from shared.pipeline.schema import created_components
-from shared.runtime import Runtime
-from shared.settings import Settings
 from shared.state.journal import JournalEntry
 from tests.e2e.support import restored_view
 from tests.e2e.test_rollback import _rollback
@@ -77,9 +75,7 @@ class Seeded:
                  ) -> None:
         self.stack, self.result, self.before, self.ids = stack, result, before, ids
         self.migration_id = result["migration_id"]
-        self.rt = Runtime.create(Settings(
-            AzureWebJobsStorage=stack.storage.connection_string, table_prefix=stack.prefix,
-            dataverse_auth_mode="factory", dataverse_credential_factory="emulator.credentials:EmulatorTokenCredential"))
+        self.rt = stack.runtime()
 
     def journal(self, table: str) -> dict[str, JournalEntry]:
         return {e.source_id: e for e in self.rt.journal.entries(self.migration_id, table)}

@@ -15,8 +15,6 @@ import pytest
 from devtools import azurite
 from devtools.stack import FAST_EMULATOR, drive_migration, practice_stack, synthetic_practice
 from shared.pipeline.sample import SampleDiff, diff_sample
-from shared.runtime import Runtime
-from shared.settings import Settings
 
 PATIENTS = 10
 TENANT = "practice-group-1"
@@ -62,9 +60,7 @@ def diffs(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFact
         response = httpx.delete(f"{emulator.api_url}appointments({gone_id})", headers=emulator.headers_for("app-1"),
                                 verify=emulator.verify)
         assert response.status_code == 204
-        rt = Runtime.create(Settings(
-            AzureWebJobsStorage=stack.storage.connection_string, table_prefix=stack.prefix,
-            dataverse_auth_mode="factory", dataverse_credential_factory="emulator.credentials:EmulatorTokenCredential"))
+        rt = stack.runtime()
         migration = rt.migrations.get(TENANT, result["migration_id"])
         old = asyncio.run(diff_sample(rt, migration, patients=None, size=PATIENTS * 2, per_record=True))
         new = asyncio.run(diff_sample(rt, migration, patients=None, size=PATIENTS * 2))

@@ -22,7 +22,6 @@ from shared.dataverse.schema import read_table
 from shared.pipeline.load import load_batch
 from shared.pipeline.target import dataverse_client
 from shared.runtime import Runtime
-from shared.settings import Settings
 from shared.state.journal import WRITE_IN_PROGRESS, Journal, _row_key
 from shared.state.migrations import Migration
 
@@ -39,10 +38,7 @@ class Loaded:
 
     @property
     def rt(self) -> Runtime:
-        return Runtime.create(Settings.model_validate({
-            "AzureWebJobsStorage": self.stack.storage.connection_string, "table_prefix": self.stack.prefix,
-            "dataverse_auth_mode": "factory",
-            "dataverse_credential_factory": "emulator.credentials:EmulatorTokenCredential"}))
+        return self.stack.runtime()
 
 
 @pytest.fixture(scope="module")
