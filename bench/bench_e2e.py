@@ -99,8 +99,12 @@ def summarize_e2e(r: E2EResult, cfg: EmulatorConfig) -> dict[str, Any]:
         "fraction_of_steady_bound": round(rate / bound.steady_records_per_second, 3),
         "fraction_of_run_bound": round(rate / bound.run_records_per_second, 3),
         "host_peak_rss_mb": round(r.host_peak_rss_mb, 1),
+        "host_loop_blocked_seconds_load": round(r.loop_blocked_seconds_load, 2),
+        "host_loop_longest_stall_ms": r.loop_longest_stall_ms,
+        "host_loop_stall_sites": r.loop_stall_sites[:5],
         "host_cpu_seconds_per_1000_records": round(r.host_cpu_seconds_load * 1000 / r.records, 3),
         "emulator_cpu_seconds_per_1000_records": round(r.emulator_cpu_seconds_load * 1000 / r.records, 3),
+        "storage_cpu_seconds_per_1000_records": round(r.storage_cpu_seconds_load * 1000 / r.records, 3),
         "instances": r.instances, "activities": r.activities, "history_events": r.history_events,
         "activities_per_1000_records": round(r.activities * 1000 / r.records, 2),
         "history_events_per_1000_records": round(r.history_events * 1000 / r.records, 1),
@@ -146,8 +150,13 @@ def print_e2e(label: str, s: dict[str, Any]) -> None:
         ("fraction achieved", f"{s['fraction_of_run_bound']:.1%} of the run bound, "
                               f"{s['fraction_of_steady_bound']:.1%} of the steady bound"),
         ("host peak memory (VmHWM)", f"{s['host_peak_rss_mb']:,} MB"),
+        ("host event loop blocked", f"{s['host_loop_blocked_seconds_load']} s of the load phase "
+                                    f"(longest stall {s['host_loop_longest_stall_ms']:,} ms); mostly at "
+                                    + ("; ".join(f"{w['at']} ({w['samples'] / 20:.1f} s)"
+                                                 for w in s.get("host_loop_stall_sites", [])[:3]) or "-")),
         ("host CPU per 1,000 records", f"{s['host_cpu_seconds_per_1000_records']} s (emulator "
-                                       f"{s['emulator_cpu_seconds_per_1000_records']} s)"),
+                                       f"{s['emulator_cpu_seconds_per_1000_records']} s, Azurite "
+                                       f"{s.get('storage_cpu_seconds_per_1000_records', '-')} s)"),
         ("journal writes /1,000 records", f"{s['journal_entity_writes_per_1000_records']} entities in "
                                              f"{s['journal_transactions_per_1000_records']} transactions"),
         ("orchestration", f"{s['activities']} activities, {s['history_events']:,} history rows, "

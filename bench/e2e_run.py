@@ -83,6 +83,8 @@ class E2EResult(BaseModel):
     host_peak_rss_mb: float
     host_cpu_seconds_load: float
     emulator_cpu_seconds_load: float
+    storage_cpu_seconds_load: float = 0.0
+    """Azurite's CPU over the load phase (journal, progress, orchestration history, bundle reads)."""
     instances: int
     activities: int
     history_events: int
@@ -90,7 +92,17 @@ class E2EResult(BaseModel):
     journal_entity_writes: int = 0
     """Journal entities written (upserted or deleted) by the host over the whole migration."""
     journal_transactions: int = 0
+    loop_blocked_seconds_load: float = 0.0
+    """Seconds the host's event loop woke late by more than 0.1 s over the load phase (devhost/stalls.py)."""
+    loop_longest_stall_ms: int = 0
+    """The longest stall of the host's event loop over the whole migration."""
+    loop_stall_sites: list[dict[str, Any]] = []
+    """Where the loop was while late (`file:line function`, samples of 50 ms), the whole migration."""
     actions: dict[str, int]
+
+
+def _loop_stalls(stack: LocalStack) -> dict[str, Any]:
+    return stack.host.http().get("/admin/host/status", timeout=30).json()["loopStalls"]
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -196,14 +208,17 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
         assert stack.host.process is not None
         host_pid = stack.host.process.pid
         emu_pid = stack.emulator.proc.pid  # type: ignore[attr-defined]
-        marks: dict[str, tuple[float, Counters, float, float]] = {}
+        storage_pid = stack.storage.pid
+        marks: dict[str, tuple[float, Counters, float, float, float]] = {}
+        blocked: dict[str, float] = {}
 
         def on_progress(view: dict[str, Any]) -> None:
             stage = (view.get("custom_status") or {}).get("stage")
             point = "start" if stage == "load" else "end" if stage in ("attachments", "done") else None
             if point and point not in marks:
                 marks[point] = (time.monotonic(), Counters.of(stack.emulator.counters()),
-                                _cpu_seconds(host_pid), _cpu_seconds(emu_pid))
+                                _cpu_seconds(host_pid), _cpu_seconds(emu_pid), _cpu_seconds(storage_pid))
+                blocked[point] = _loop_stalls(stack)["blockedSeconds"]
 
         users = [f"app-{n + 1}" for n in range(app_users)]
         started = time.monotonic()
@@ -222,7 +237,7 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
         # Records the load wrote: created + updated of every map except attachments (files, not records).
         records = sum(n for m in report["maps"] if m["target_table"] != "sharepointdocument"
                       and m["map"] != "document" for a, n in m["actions"].items() if a in ("created", "updated"))
-        (t0, c0, h0, e0), (t1, c1, h1, e1) = marks["start"], marks["end"]
+        (t0, c0, h0, e0, a0), (t1, c1, h1, e1, a1) = marks["start"], marks["end"]
         per_user = {user: int(c["requests"]) for user, c in stack.emulator.counters().items()}
         _, retry_after, held = _governor_waits(work / "host.log")
         journal_writes, journal_transactions = _journal_writes(work / "host.log")
@@ -242,12 +257,14 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
 
         workload, cost = asyncio.run(measure())
         peak = _peak_rss_mb(host_pid)
+        stalls = _loop_stalls(stack)
         return E2EResult(
             migration_id=result["migration_id"], runtime_status=status, app_users=app_users, records=records,
             journal_rows=sum(actions.values()), load_seconds=t1 - t0, migration_seconds=migration_seconds,
             load_counters=c1.minus(c0), per_user_requests=per_user, retry_after_seconds=retry_after,
             held_back_seconds=held, host_peak_rss_mb=peak, host_cpu_seconds_load=h1 - h0,
-            emulator_cpu_seconds_load=e1 - e0, instances=instances, activities=activities,
+            emulator_cpu_seconds_load=e1 - e0, storage_cpu_seconds_load=a1 - a0, instances=instances, activities=activities,
             history_events=history, transform=cost, actions=actions, journal_entity_writes=journal_writes,
             journal_transactions=journal_transactions,
+            loop_blocked_seconds_load=blocked["end"] - blocked["start"], loop_longest_stall_ms=int(stalls["longestMs"]), loop_stall_sites=stalls["where"],
         ), (workload if collect_workload else None), schema_spec

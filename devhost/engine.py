@@ -50,6 +50,7 @@ from .protocol import (
     parse_time,
     run_orchestrator,
 )
+from .stalls import LoopStalls
 from .store import HubStore
 
 log = logging.getLogger("devhost")
@@ -285,6 +286,7 @@ class TaskHub:
         self._tasks: list[asyncio.Task[Any]] = []
         self._threads = ThreadPoolExecutor(max_workers=max_activities, thread_name_prefix="activity")
         self._reported_waits: set[str] = set()
+        self.stalls = LoopStalls()
         self.binding_factory: Callable[[], str] | None = None
 
     # Life cycle ---------------------------------------------------------------------------------
@@ -309,6 +311,7 @@ class TaskHub:
         for _ in range(self.max_activities):
             self._tasks.append(asyncio.create_task(self._activity_worker()))
         self._tasks.append(asyncio.create_task(self._timer_pump()))
+        self._tasks.append(asyncio.create_task(self.stalls.watch()))
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -251,7 +251,8 @@ class LocalHost:
                       "virtualClock": self.hub.clock.virtual, "idle": self.hub.is_idle(),
                       "duplicatedActivities": self.hub.duplicated,
                       "completedActivities": self.hub.completed_activities,
-                      "cachedInstances": self.hub.cached_instances})
+                      "cachedInstances": self.hub.cached_instances,
+                      "loopStalls": self.hub.stalls.as_json()})
 
     async def _get_clock(self, request: web.Request) -> web.Response:
         if not self.has_key(request):

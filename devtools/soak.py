@@ -50,6 +50,8 @@ class Sample:
     migration_seconds: float
     rollback_seconds: float
     outcome: str
+    load_average: float = 0.0
+    """The machine's 1-minute load average as the sample was taken (others' work slows cycles, not memory)."""
 
 
 @dataclass
@@ -176,7 +178,8 @@ def soak(minutes: float, patients: int, work: Path, seed: int = 7, echo: bool = 
                 sample = Sample(cycle, round(time.monotonic() - started, 1),
                                 {name: rss_kib(pid) for name, pid in ids.items()},
                                 {name: open_fds(pid) for name, pid in ids.items()},
-                                round(migration_seconds, 1), round(rollback_seconds, 1), outcome)
+                                round(migration_seconds, 1), round(rollback_seconds, 1), outcome,
+                                round(os.getloadavg()[0], 2))
                 result.samples.append(sample)
                 if trace_memory:
                     grown = stack.host.http().get("/admin/devhost/memory", params={"top": 12}).json()
@@ -189,7 +192,8 @@ def soak(minutes: float, patients: int, work: Path, seed: int = 7, echo: bool = 
                     print(f"cycle {cycle:3d} at {sample.seconds:7.0f} s: {outcome}, migration "
                           f"{migration_seconds:5.1f} s, rollback {rollback_seconds:5.1f} s; RSS MiB "
                           + ", ".join(f"{k} {v / 1024:.1f}" for k, v in sample.rss_kib.items()) + "; fds "
-                          + ", ".join(f"{k} {v}" for k, v in sample.fds.items()), flush=True)
+                          + ", ".join(f"{k} {v}" for k, v in sample.fds.items())
+                          + f"; load average {sample.load_average:.1f}", flush=True)
     finally:
         storage.stop()
     result.verdicts = verdicts(result.samples)

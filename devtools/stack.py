@@ -47,10 +47,13 @@ class LocalStack:
     host: RunningHost
     prefix: str
 
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Call Bridgework's API as the signed-in operator; the response as it is (for tests of refusals)."""
+        return self.host.http().request(method, f"/api{path}", headers={"x-ms-client-principal": OPERATOR}, **kwargs)
+
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
         """Call Bridgework's API as the signed-in operator; raises on an error status."""
-        response = self.host.http().request(method, f"/api{path}", headers={"x-ms-client-principal": OPERATOR},
-                                            **kwargs)
+        response = self.request(method, path, **kwargs)
         if response.status_code >= 400:
             raise RuntimeError(f"{method} {path} answered {response.status_code}: {response.text[:500]}")
         return response.json() if response.content else None
@@ -58,9 +61,15 @@ class LocalStack:
     def runtime(self) -> Runtime:
         """The engine's runtime against this stack's storage and emulator, as the host's activities build it:
         for tests and benchmarks that call shared/pipeline directly or read the journal."""
-        return Runtime.create(Settings(
-            AzureWebJobsStorage=self.storage.connection_string, table_prefix=self.prefix,
-            dataverse_auth_mode="factory", dataverse_credential_factory="emulator.credentials:EmulatorTokenCredential"))
+        return emulator_runtime(self.storage.connection_string, self.prefix)
+
+
+def emulator_runtime(storage_connection_string: str, table_prefix: str) -> Runtime:
+    """The engine's runtime on this storage under `table_prefix`, with the emulator's Dataverse and Graph
+    credentials: `LocalStack.runtime()`, and tests that start only Azurite and an emulator (no host)."""
+    return Runtime.create(Settings(
+        AzureWebJobsStorage=storage_connection_string, table_prefix=table_prefix,
+        dataverse_auth_mode="factory", dataverse_credential_factory="emulator.credentials:EmulatorTokenCredential"))
 
 
 @contextlib.contextmanager

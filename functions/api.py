@@ -21,6 +21,7 @@ tenant's migration does not exist for it (404). Every route declares its contrac
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import re
@@ -131,9 +132,14 @@ def _operator(caller: Caller) -> Caller:
     return caller
 
 
-def _load(req: func.HttpRequest, role: str = "viewer") -> tuple[Caller, Migration]:
+async def _load(req: func.HttpRequest, role: str = "viewer") -> tuple[Caller, Migration]:
     """The caller and its migration: 404 for another tenant's (it does not exist for this caller), then the
-    role check, so a viewer learns nothing more about other tenants than an operator does."""
+    role check, so a viewer learns nothing more about other tenants than an operator does. The storage read
+    runs off the event loop, which every async function of the worker shares."""
+    return await asyncio.to_thread(_load_now, req, role)
+
+
+def _load_now(req: func.HttpRequest, role: str) -> tuple[Caller, Migration]:
     caller = _caller(req)
     migration_id = req.route_params.get("migration_id", "")
     if not re.fullmatch(MIGRATION_ID_PATTERN, migration_id):
@@ -238,7 +244,7 @@ async def create_migration(req: func.HttpRequest, client: df.DurableOrchestratio
             role="operator", responses={200: UploadGrant})
 @api_route
 async def renew_upload_sas(req: func.HttpRequest) -> func.HttpResponse:
-    _, migration = _load(req, "operator")
+    _, migration = await _load(req, "operator")
     rt = runtime()
     return json_response(grant_upload(rt.blobs, rt.settings.table_prefix, migration.migration_id,
                                       rt.settings.upload_sas_hours))
@@ -250,7 +256,7 @@ async def renew_upload_sas(req: func.HttpRequest) -> func.HttpResponse:
             role="operator", request=StartRequest, responses={202: Migration}, idempotent=True, errors=(409,))
 @api_route
 async def start_migration(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    caller, migration = _load(req, "operator")
+    caller, migration = await _load(req, "operator")
     request = read_model(req, StartRequest)
     return await _once(req, caller, lambda: _start(client, caller, migration, request))
 
@@ -284,11 +290,11 @@ async def _start(client: df.DurableOrchestrationClient, caller: Caller, migratio
             "timings and the Durable management links", role="viewer", responses={200: OperatorView})
 @api_route
 async def get_migration(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    _, migration = _load(req)
+    _, migration = await _load(req)
     status = await client.get_status(migration.instance_id) if migration.instance_id else None
     links = management_links(client.create_http_management_payload(migration.instance_id)) \
         if migration.instance_id else None
-    return json_response(operator_view(runtime(), migration, status, links))
+    return json_response(await asyncio.to_thread(operator_view, runtime(), migration, status, links))
 
 
 @bp.route(route="migrations/{migration_id}/discovery", methods=["GET"])
@@ -296,7 +302,7 @@ async def get_migration(req: func.HttpRequest, client: df.DurableOrchestrationCl
             responses={200: "object"}, text_alternative=True)
 @api_route
 async def get_discovery(req: func.HttpRequest) -> func.HttpResponse:
-    _, migration = _load(req)
+    _, migration = await _load(req)
     artifacts = runtime().artifacts
     if _wants_text(req):
         text = artifacts.get_bytes(migration.migration_id, "discovery/summary.md")
@@ -310,7 +316,7 @@ async def get_discovery(req: func.HttpRequest) -> func.HttpResponse:
             responses={200: MappingView})
 @api_route
 async def get_mapping(req: func.HttpRequest) -> func.HttpResponse:
-    _, migration = _load(req)
+    _, migration = await _load(req)
     rt = runtime()
     return json_response(MappingView(
         approved_version=migration.mapping_version,
@@ -324,7 +330,7 @@ async def get_mapping(req: func.HttpRequest) -> func.HttpResponse:
             role="operator", request="object", responses={200: SavedMapping}, errors=(409, 422))
 @api_route
 async def put_mapping(req: func.HttpRequest) -> func.HttpResponse:
-    _, migration = _load(req, "operator")
+    _, migration = await _load(req, "operator")
     if migration.mapping_version is not None:
         raise WrongStage("the field map is already approved and frozen for this migration")
     try:
@@ -349,7 +355,7 @@ async def put_mapping(req: func.HttpRequest) -> func.HttpResponse:
             role="operator", responses={200: mapping.ApprovalInfo}, idempotent=True, errors=(409, 422))
 @api_route
 async def approve_mapping(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    caller, migration = _load(req, "operator")
+    caller, migration = await _load(req, "operator")
     if req.get_body() not in (b"", b"{}"):
         raise InvalidRequest("this route takes no body (or an empty JSON object)")
 
@@ -370,7 +376,7 @@ async def approve_mapping(req: func.HttpRequest, client: df.DurableOrchestration
             responses={200: "object"})
 @api_route
 async def get_schema_plan(req: func.HttpRequest) -> func.HttpResponse:
-    _, migration = _load(req)
+    _, migration = await _load(req)
     return func.HttpResponse(runtime().artifacts.get_bytes(migration.migration_id, schema.PLAN),
                              mimetype="application/json")
 
@@ -382,7 +388,7 @@ async def get_schema_plan(req: func.HttpRequest) -> func.HttpResponse:
             responses={200: SchemaApprovalResult, 202: SchemaApprovalResult}, idempotent=True, errors=(409, 422))
 @api_route
 async def approve_schema_plan(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    caller, migration = _load(req, "operator")
+    caller, migration = await _load(req, "operator")
     request = read_model(req, SchemaApproval)
     return await _once(req, caller, lambda: _approve_schema(client, caller, migration, request))
 
@@ -409,7 +415,7 @@ async def _approve_schema(client: df.DurableOrchestrationClient, caller: Caller,
             responses={200: "object"}, text_alternative=True)
 @api_route
 async def get_report(req: func.HttpRequest) -> func.HttpResponse:
-    _, migration = _load(req)
+    _, migration = await _load(req)
     artifacts = runtime().artifacts
     if _wants_text(req):
         return func.HttpResponse(artifacts.get_bytes(migration.migration_id, finish.REPORT_TEXT),
@@ -449,7 +455,7 @@ async def get_audit(req: func.HttpRequest) -> func.HttpResponse:
     from shared.pipeline.audit import audit_lines
     from shared.state.journal import TAction
 
-    _, migration = _load(req)
+    _, migration = await _load(req)
     action = req.params.get("action") or None
     if action is not None and action not in get_args(TAction):
         return problem(400, "invalid_request", "Unknown action filter",
@@ -468,7 +474,7 @@ async def get_audit(req: func.HttpRequest) -> func.HttpResponse:
 @api_route
 @idempotent
 async def start_rollback(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    caller, migration = _load(req)
+    caller, migration = await _load(req)
     _operator(caller)
     request = read_model(req, RollbackRequest)
     if migration.instance_id is None or migration.mapping_version is None:
@@ -493,7 +499,7 @@ async def get_rollback(req: func.HttpRequest, client: df.DurableOrchestrationCli
     from shared.pipeline.rollback import REPORT, RollbackReport
     from shared.pipeline.rollback_html import render_html
 
-    _, migration = _load(req)
+    _, migration = await _load(req)
     wanted = req.params.get("format") or ""
     if wanted not in ("", "json", "html"):
         return problem(400, "invalid_request", "Unknown format", "format must be json or html")
@@ -532,7 +538,7 @@ class SampleDiffRequest(BaseModel):
 @api_route
 @idempotent
 async def start_sample_diff(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    caller, migration = _load(req)
+    caller, migration = await _load(req)
     _operator(caller)
     request = read_model(req, SampleDiffRequest)
     if migration.mapping_version is None:
@@ -554,7 +560,7 @@ async def start_sample_diff(req: func.HttpRequest, client: df.DurableOrchestrati
 async def get_sample_diff(req: func.HttpRequest) -> func.HttpResponse:
     from shared.pipeline import sample
 
-    _, migration = _load(req)
+    _, migration = await _load(req)
     return stored_report(req, migration.migration_id,
                          {"json": sample.DIFF_JSON, "csv": sample.DIFF_CSV, "html": sample.DIFF_HTML})
 
@@ -592,7 +598,7 @@ async def _decide_sample(req: func.HttpRequest, client: df.DurableOrchestrationC
                          approved: bool) -> func.HttpResponse:
     from shared.pipeline.sample_run import record_decision
 
-    caller, migration = _load(req, "operator")
+    caller, migration = await _load(req, "operator")
     if req.get_body() not in (b"", b"{}"):
         raise InvalidRequest("this route takes no body (or an empty JSON object)")
 

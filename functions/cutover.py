@@ -87,7 +87,7 @@ class DeltaGrant(BaseModel):
 @api_route
 @idempotent
 async def open_cutover(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    _, migration = _load(req, "operator")
+    _, migration = await _load(req, "operator")
     request = read_model(req, cutover.CutoverRequest)
     if migration.cutover is not None and migration.cutover.status == "closed":
         return _closed(migration)
@@ -111,7 +111,7 @@ async def open_cutover(req: func.HttpRequest, client: df.DurableOrchestrationCli
             "deltas waiting (and why), refused ones", role="viewer", responses={200: cutover.CutoverStatus})
 @api_route
 async def get_cutover(req: func.HttpRequest) -> func.HttpResponse:
-    _, migration = _load(req)
+    _, migration = await _load(req)
     return json_response(cutover.cutover_status(runtime(), migration))
 
 
@@ -121,7 +121,7 @@ async def get_cutover(req: func.HttpRequest) -> func.HttpResponse:
             responses={200: DeltaGrant}, errors=(409,))
 @api_route
 async def request_delta(req: func.HttpRequest) -> func.HttpResponse:
-    _, migration = _load(req, "operator")
+    _, migration = await _load(req, "operator")
     if migration.cutover is None:
         raise WrongStage("no cutover window is open: open it with POST /cutover after the full load")
     if migration.cutover.status == "closed":
@@ -138,7 +138,7 @@ async def request_delta(req: func.HttpRequest) -> func.HttpResponse:
 @api_route
 @idempotent
 async def go_live(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    _, migration = _load(req, "operator")
+    _, migration = await _load(req, "operator")
     if migration.cutover is not None and migration.cutover.status == "closed":
         return _closed(migration)
     rt = runtime()
@@ -156,7 +156,7 @@ async def go_live(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
             role="viewer", responses={200: recon.Reconciliation}, alternatives=("text/csv", "text/html"))
 @api_route
 async def get_reconciliation(req: func.HttpRequest) -> func.HttpResponse:
-    _, migration = _load(req)
+    _, migration = await _load(req)
     return stored_report(req, migration.migration_id,
                          {"json": recon.REPORT_JSON, "csv": recon.REPORT_CSV, "html": recon.REPORT_HTML})
 
@@ -168,7 +168,7 @@ async def get_reconciliation(req: func.HttpRequest) -> func.HttpResponse:
 @api_route
 @idempotent
 async def rerun_reconciliation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    _, migration = _load(req, "operator")
+    _, migration = await _load(req, "operator")
     if migration.cutover is None or migration.cutover.status != "closed":
         raise WrongStage("the reconciliation runs at go-live: close the cutover window first")
     instance = reconcile_instance(migration.migration_id)

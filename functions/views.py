@@ -1,21 +1,20 @@
 """What operators read: one migration's state at a glance, and a tenant's migrations, paged and filtered.
 
-Built from the migration record, its progress rows, the journal's failure codes and the orchestration
-status; nothing here carries row values, only ids, counts, stage names and error codes.
+Built from the migration record, its progress rows (failure codes included) and the orchestration
+status, never from a scan of the journal; nothing here carries row values, only ids, counts, stage names and error codes.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from azure.core.exceptions import ResourceNotFoundError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from functions.openapi import MIGRATION_ID_PATTERN
 from shared.runtime import Runtime
+from shared.state.failures import journal_errors_by_code, progress_errors
 from shared.state.migrations import Migration, StageProgress, TStage
 
 
@@ -55,7 +54,8 @@ class OperatorView(BaseModel):
     progress: list[StageProgress]
     tables: list[TableProgress]
     errors_by_code: dict[str, int]
-    """Journal rows that failed or were quarantined, counted by error code."""
+    """Journal rows that are failed or quarantined now, counted by error code; kept per batch on the
+    progress rows (shared/state/failures.py), so reading it costs the progress rows, not the journal."""
     timings: Timings
     links: ManagementLinks | None = None
 
@@ -110,17 +110,11 @@ def _group(stage: str) -> tuple[str, str | None]:
     return kind, (rest.split("/")[0] or None) if rest else None
 
 
-def errors_by_code(rt: Runtime, migration_id: str) -> dict[str, int]:
-    table = rt.tables.get_table_client(f"{rt.settings.table_prefix}journal")
-    counts: Counter[str] = Counter()
-    try:
-        for row in table.query_entities(
-                "PartitionKey ge @low and PartitionKey lt @high and (action eq 'failed' or action eq 'quarantined')",
-                parameters={"low": f"{migration_id}~", "high": f"{migration_id}~\x7f"}, select=["code", "action"]):
-            counts[row.get("code") or row["action"]] += 1
-    except ResourceNotFoundError:  # no journal table yet: nothing was loaded
-        pass
-    return dict(sorted(counts.items()))
+def errors_by_code(rt: Runtime, migration_id: str, progress: list[StageProgress]) -> dict[str, int]:
+    """Failed and quarantined journal rows by code, from the progress rows (shared/state/failures.py has
+    the semantics); the journal is scanned only for a migration whose rows predate the per-batch codes."""
+    counted = progress_errors(progress)
+    return counted if counted is not None else journal_errors_by_code(rt, migration_id)
 
 
 AFTER_THE_LOAD = {"cutover", "completed", "rollback_recommended"}
@@ -147,7 +141,7 @@ def operator_view(rt: Runtime, migration: Migration, status: Any, links: Managem
         migration=migration, stage=str(stage),
         runtime_status=status.runtime_status.value if status and status.runtime_status else None,
         custom_status=custom, progress=progress, tables=sorted(tables.values(), key=lambda t: t.table),
-        errors_by_code=errors_by_code(rt, migration.migration_id),
+        errors_by_code=errors_by_code(rt, migration.migration_id, progress),
         timings=Timings(created_at=migration.created_at, started_at=status.created_time if status else None,
                         last_updated_at=status.last_updated_time if status else None,
                         stage_updated_at=stage_times),

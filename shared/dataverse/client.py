@@ -87,6 +87,9 @@ class Lane:
 
 
 GOVERNOR_EXTENSION = "bridgework.governor"
+SECONDS_EXTENSION = "bridgework.seconds"
+"""Set on every response `request` returns: seconds from sending to the answer, without the wait for a
+governor slot (the bulk writer sizes its chunks from it)."""
 
 
 class _GovernedTransport(httpx.AsyncBaseTransport):
@@ -248,6 +251,7 @@ class DataverseClient:
                 token = await lane.tokens.token()
                 send_headers["Authorization"] = f"Bearer {token}"
                 self.requests_sent += 1
+                sent = time.monotonic()
                 try:
                     response = await self._http.request(
                         method,
@@ -265,6 +269,7 @@ class DataverseClient:
                 except httpx.TransportError as exc:
                     error = error_from_exception(exc)
                 else:
+                    response.extensions[SECONDS_EXTENSION] = time.monotonic() - sent
                     lane.governor.observe(
                         response.headers.get("x-ms-dop-hint"),
                         response.headers.get("x-ms-ratelimit-burst-remaining-xrm-requests"),

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.dataverse.batch import MAX_BATCH_OPERATIONS, BatchOperation, decode_batch, encode_batch
-from shared.dataverse.client import DataverseClient, format_key, odata_literal
+from shared.dataverse.client import SECONDS_EXTENSION, DataverseClient, format_key, odata_literal
 from shared.errors import (
     DataverseRecordRejected,
     DataverseRequestFailed,
@@ -54,6 +55,12 @@ read and before the request that writes them (so a caller can journal them ahead
 
 _BULK_SUPPORT: dict[tuple[str, str], bool] = {}
 """(environment URL, table) -> UpsertMultiple support, shared by the writers of one process."""
+
+_SLOW_ROWS: dict[tuple[str, str], float] = {}
+"""(environment URL, table, or "*" for any table) -> seconds per row of the last write request that took
+longer than `target_request_seconds`. Shared by the writers of one process: a load makes a writer per
+batch, and a batch's chunks all go out before the first answer, so each new batch starts at a chunk
+that fits instead of learning it again."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,12 @@ class WriterConfig(BaseModel):
     takes ~10 s of server time needs 4+ chunks in flight to use it; 8 leaves room for the existence
     reads. Same-table bulk writes in parallel can deadlock on a real server (SQL 1205,
     reference/dataverse.md §6): lower this if the environment reports it."""
+    target_request_seconds: float = Field(default=30.0, gt=0)
+    """Server seconds one write request should take. A chunk that took longer makes the next ones
+    proportionally smaller, and chunks only grow while they stay under it: Dataverse times a request
+    out at 2 minutes, and with costly rows (plug-ins, many columns) 1,000-row chunks leave a table's
+    last few requests running for minutes on a few workers while the user's budget sits unused.
+    Measured from sending to the answer (`client.SECONDS_EXTENSION`), not from the wait for a governor slot."""
     max_row_attempts: int = Field(default=5, ge=1)
     """Times one row may come back transient (5xx/429 part) before it is reported `gave_up`."""
 
@@ -229,6 +242,11 @@ class _Run:
         cfg = writer.config
         self.chunk = cfg.max_chunk if bulk else cfg.batch_chunk
         self.max_chunk = self.chunk
+        environment = self.client.config.environment_url
+        self._pace_keys = ((environment, target.logical_name), (environment, "*"))
+        per_row = _SLOW_ROWS.get(self._pace_keys[0]) or _SLOW_ROWS.get(self._pace_keys[1])
+        if per_row:
+            self.chunk = max(1, min(self.chunk, int(cfg.target_request_seconds / per_row)))
         self.attempts: dict[int, int] = {}
         self.halvings = 0
         self.fallbacks = 0
@@ -261,6 +279,9 @@ class _Run:
     async def _worker(self) -> None:
         while True:
             piece = await self.queue.get()
+            if len(piece) > self.chunk:  # chunks shrank since this piece was queued: send what fits
+                self.queue.put_nowait(piece[self.chunk :])
+                piece = piece[: self.chunk]
             try:
                 await self._process(piece)
             except BaseException:
@@ -291,6 +312,17 @@ class _Run:
     def _grow(self) -> None:
         if self.chunk < self.max_chunk:
             self.chunk = min(self.max_chunk, max(self.chunk + 1, int(self.chunk * 1.25)))
+
+    def _fit(self, rows: int, response: httpx.Response) -> None:
+        """After a successful write of `rows` rows: shrink toward `target_request_seconds`, else grow."""
+        seconds = float(response.extensions.get(SECONDS_EXTENSION, 0.0))
+        target = self.w.config.target_request_seconds
+        if seconds > target:
+            self.chunk = max(1, min(self.chunk, int(rows * target / seconds)))
+            for key in self._pace_keys:
+                _SLOW_ROWS[key] = seconds / rows
+        elif seconds * 1.25 <= target:
+            self._grow()
 
     async def _process(self, piece: list[int]) -> None:
         try:
@@ -417,7 +449,7 @@ class _Run:
             body["@odata.id"] = self._path_of(i)
             targets.append(body)
         try:
-            await self.client.request(
+            response = await self.client.request(
                 "POST",
                 f"{self.t.entity_set}/Microsoft.Dynamics.CRM.UpsertMultiple",
                 json={"Targets": targets},
@@ -438,7 +470,7 @@ class _Run:
                 self._done(i, RowOutcome(source_key=key, target_id=existing[key], action="updated"))
             else:
                 self._done(i, RowOutcome(source_key=key, target_id=created_ids.get(key), action="created"))
-        self._grow()
+        self._fit(len(piece), response)
 
     # ---------------------------------------------------------------- $batch
     async def _batch(self, piece: list[int], existing: dict[str, str] | None = None) -> None:
@@ -520,7 +552,7 @@ class _Run:
             await asyncio.sleep(0.5)
             self.queue.put_nowait(again)
         else:
-            self._grow()
+            self._fit(len(piece), response)
 
 
 def _in_literal(value: str) -> str:

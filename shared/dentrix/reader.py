@@ -405,7 +405,12 @@ class BundleReader:
         with_unparsed = expected | {UNPARSED}
         allowed[UNPARSED] = frozenset({dict, type(None)})
         rows = []
-        for number, line in enumerate(self._read_part(part), start=1):
+        lines = self._read_part(part)
+        lines.reverse()  # each line let go of once parsed: a part is never held as both bytes and objects
+        number = 0
+        while lines:
+            line = lines.pop()
+            number += 1
             try:
                 obj = _DECODE(line.decode("utf-8"))
             except ValueError:
@@ -454,13 +459,13 @@ class BundleReader:
         BundleRefused subclass if it does not match the manifest, IndexError for a bad part number."""
         entry = self.table(table)
         part_entry = entry.parts[part]
-        rows = self._parse_part(entry, part_entry)
+        rows: list[dict[str, Any] | None] = list(self._parse_part(entry, part_entry))
         model = row_model(table)
         key_name = get_table(table).key
         last = len(rows) if last_line is None else min(last_line, len(rows))
         for number in range(max(first_line, 1), last + 1):
-            obj = rows[number - 1]
-            yield self._validate(table, part_entry.file, number, obj, model, key_name)
+            obj, rows[number - 1] = rows[number - 1], None  # the raw object goes once its typed row exists
+            yield self._validate(table, part_entry.file, number, obj or {}, model, key_name)
 
     def _validate(self, table: str, file: str, line: int, obj: dict[str, Any], model: type[RowModel],
                   key_name: str) -> LoadedRow | QuarantinedRow:

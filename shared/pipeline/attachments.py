@@ -7,6 +7,7 @@ the code `too_large` and the limit, and the final report lists it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from typing import Any
@@ -27,6 +28,7 @@ from shared.runtime import Runtime
 from shared.sharepoint.client import GraphClient, GraphConfig
 from shared.sharepoint.documents import LibraryTarget, upload_contact_document
 from shared.sharepoint.locations import contact_folder_name, ensure_library_location, ensure_site
+from shared.state import failures
 from shared.state.journal import JournalEntry, TAction, now
 from shared.state.migrations import Migration
 
@@ -175,9 +177,22 @@ async def copy_attachments(rt: Runtime, migration: Migration, part: int, *,
             if graph is not None:
                 await graph.aclose()
     store_stamps(rt, migration.migration_id, f"{'sample:' if sample else ''}{table_map.name}/{part}", stamps)
-    rt.journal.record(entries)
-    stage = f"attachments:{part}" if sample is None else f"sample-attachments:{part}"
-    rt.migrations.record_progress(migration.migration_id, stage, "done", counts)
+    # A delta's part has a row of its own (it used to overwrite the full run's `attachments:<part>`).
+    stage = (f"sample-attachments:{part}" if sample is not None
+             else f"attachments:{bundle_id}:{part}" if bundle_id else f"attachments:{part}")
+    # Failures by code on the progress row (shared/state/failures.py): a delta first reads which earlier
+    # failures its rows replace; the full run's part journals the sample's rows again.
+    delta = bool(bundle_id) and bundle_id != migration.bundle_id
+    batch = f"{'sample:' if sample else ''}{bundle_id + ':' if bundle_id else ''}{table_map.name}/{part}"
+
+    def journal_and_report() -> None:  # storage calls: off the event loop the other activities share
+        cleared = failures.cleared_by(rt, migration.migration_id, batch, stage, entries) if delta else {}
+        rt.journal.record(entries)
+        rt.migrations.record_progress(
+            migration.migration_id, stage, "done", counts, errors=failures.errors_of(entries), cleared=cleared,
+            supersedes=f"sample-attachments:{part}" if sample is None and not bundle_id else None)
+
+    await asyncio.to_thread(journal_and_report)
     return AttachmentInfo(part=part, copied=counts["created"], skipped=counts["skipped"] + counts.get("quarantined", 0),
                           failed=counts["failed"])
 

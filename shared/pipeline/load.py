@@ -13,10 +13,12 @@ A map with a `match` rule first looks for records that were in Dataverse before 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -48,10 +50,12 @@ from shared.pipeline.sample_scope import SampleScope, in_sample
 from shared.pipeline.schema import stored_plan
 from shared.pipeline.target import dataverse_client
 from shared.runtime import Runtime
+from shared.state import failures
 from shared.state.journal import WRITE_IN_PROGRESS, JournalEntry, TAction, TOrigin, now
 from shared.state.migrations import Migration
 
 log = logging.getLogger("bridgework.load")
+_T = TypeVar("_T")
 
 LOAD_PLAN = "load/plan.json"
 
@@ -186,12 +190,14 @@ async def _context(rt: Runtime, migration: Migration, client: DataverseClient, r
     cached = _CONTEXTS.get(cache_key)
     if cached is not None:
         return cached
-    plan = stored_plan(rt, migration)
-    context = make_context(spec, reader.manifest.practice_timezone,
-                           references=_references(reader, sorted(reference_tables(spec))),
+    def read() -> tuple[Any, Any, Any]:  # storage and bundle reads: off the event loop
+        return stored_plan(rt, migration), _references(reader, sorted(reference_tables(spec))), \
+            _parent_ids(reader, spec)
+
+    plan, references, parent_ids = await asyncio.to_thread(read)
+    context = make_context(spec, reader.manifest.practice_timezone, references=references,
                            owners=plan.owner_map, fallback_owner=plan.report.fallback_owner,
-                           entity_sets=await _entity_sets(client, spec),
-                           parent_ids=_parent_ids(reader, spec))
+                           entity_sets=await _entity_sets(client, spec), parent_ids=parent_ids)
     _CONTEXTS.clear()  # one migration at a time per worker is the common case; keep memory flat
     _CONTEXTS[cache_key] = context
     return context
@@ -295,70 +301,84 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
 
     async with dataverse_client(rt, migration) as client:
         context = await _context(rt, migration, client, reader, spec)
-        current = _current_source(rt, migration, spec, bundle_id)
-        if current is not None:  # a delta: its rows' parents as the practice holds them now (new patients too)
-            context = dataclasses.replace(context, cache={}, parent_ids=current.parent_ids(
-                spec, _loaded_maps(spec), context.parent_ids))
-        items = (current.items(table_map.source_table, set(keys)) if keys is not None and current is not None
-                 else list(rows_reader.iter_part(table_map.source_table, part)))
-        if sample is not None:
-            items = [item for item in items if isinstance(item, LoadedRow)
-                     and in_sample(table_map.source_table, item.row.model_dump(), sample)]
-        selected: list[LoadedRow] = []
-        for item in items:
-            if isinstance(item, QuarantinedRow):
-                fields = ",".join(sorted({p.field for p in item.problems}))
-                codes = ",".join(sorted({p.code for p in item.problems}))
-                journal(item.key or f"{item.file}:{item.line}", "quarantined", code=codes,
-                        reason=f"{item.file} line {item.line}: invalid {fields}")
-            elif table_map.selects(item.row.model_dump()):
-                selected.append(item)
-            elif _owns_unmapped_rows(spec, table_map) and not _selected_by_any(spec, item.row.model_dump()
-                                                                                   , table_map.source_table):
-                journal(item.key, "skipped", code="not_mapped",
-                        reason=f"no map selects this {table_map.source_table} row")
-        own_ids = {item.key for item in selected}
-        for item in selected if over_sample is not None else []:
-            values = item.row.model_dump()
-            if in_sample(table_map.source_table, values, over_sample):
-                sampled.add(record_key(table_map, values, context) or item.key)
-        if child_tables_of(table_map):  # a per-batch copy: batches of one process share the context
-            children = (_children_for(reader, table_map, own_ids) if current is None
-                        else children_for(current, child_tables_of(table_map), own_ids))
-            context = dataclasses.replace(context, children=children, cache={})
 
-        deferred_navs = {d.nav for d in _deferred(rt, migration) if d.table == map_name}
-        rows: list[WriteRow] = []
-        full_payloads: dict[str, dict[str, Any]] = {}
-        closing: dict[str, dict[str, int]] = {}
-        # Rows of an update map that write the same record (a minor's two guardian links): the last one
-        # in the part is written, the others are journaled under their own key as superseded.
-        writer_of = {record_key(table_map, item.row.model_dump(), context) or item.key: item.key
-                     for item in selected}
-        for item in selected:
-            row = item.row.model_dump()
-            sid = record_key(table_map, row, context) or item.key
-            if writer_of[sid] != item.key:
-                journal(item.key, "skipped", code="superseded",
-                        reason=f"a later {table_map.source_table} row of the same record is written (the map keeps the last)")
-                continue
-            payload, errors = transform_row(table_map, row, context)
-            fatal = [e for e in errors if e.fatal]
-            if fatal:
-                journal(sid, "quarantined", code=",".join(sorted({e.code for e in fatal})),
-                        reason="fields: " + ",".join(sorted({str(e.loc[-1]) for e in fatal})))
-                continue
-            full_payloads[sid] = payload  # deferred lookups included: their old values belong in a before-image
-            payload, _ = split_deferred(payload, deferred_navs)
-            payload.pop(spec.source_id_column, None)
-            rows.append(WriteRow(source_key=sid, values=payload))
-            state = final_state(table_map, row, context)
-            if state is not None:
-                closing[sid] = state
+        def prepare(context: TransformContext) -> tuple[TransformContext, list[WriteRow],
+                                                        dict[str, dict[str, Any]], dict[str, dict[str, int]]]:
+            # Read, select and transform the part: synchronous work (blob reads, validation, transforms) that
+            # runs off the event loop, which the other activities' Dataverse requests and the orchestrations share.
+            current = _current_source(rt, migration, spec, bundle_id)
+            if current is not None:  # a delta: its rows' parents as the practice holds them now (new patients too)
+                context = dataclasses.replace(context, cache={}, parent_ids=current.parent_ids(
+                    spec, _loaded_maps(spec), context.parent_ids))
+            items = (current.items(table_map.source_table, set(keys)) if keys is not None and current is not None
+                     else rows_reader.iter_part(table_map.source_table, part))
+            # Streamed: the part's typed rows are never all held at once, only the selected rows' plain values
+            # (a validated pydantic row holds about 3 times its dict: bench/bench_load_memory.py).
+            selected: list[tuple[str, dict[str, Any]]] = []
+            for item in items:
+                if isinstance(item, QuarantinedRow):
+                    if sample is not None:  # quarantined rows wait for the full run
+                        continue
+                    fields = ",".join(sorted({p.field for p in item.problems}))
+                    codes = ",".join(sorted({p.code for p in item.problems}))
+                    journal(item.key or f"{item.file}:{item.line}", "quarantined", code=codes,
+                            reason=f"{item.file} line {item.line}: invalid {fields}")
+                    continue
+                values = item.row.model_dump()
+                if sample is not None and not in_sample(table_map.source_table, values, sample):
+                    continue
+                if table_map.selects(values):
+                    selected.append((item.key, values))
+                elif _owns_unmapped_rows(spec, table_map) and not _selected_by_any(spec, values,
+                                                                                   table_map.source_table):
+                    journal(item.key, "skipped", code="not_mapped",
+                            reason=f"no map selects this {table_map.source_table} row")
+            del items
+            own_ids = {key for key, _ in selected}
+            for key, values in selected if over_sample is not None else []:
+                if in_sample(table_map.source_table, values, over_sample):
+                    sampled.add(record_key(table_map, values, context) or key)
+            if child_tables_of(table_map):  # a per-batch copy: batches of one process share the context
+                children = (_children_for(reader, table_map, own_ids) if current is None
+                            else children_for(current, child_tables_of(table_map), own_ids))
+                context = dataclasses.replace(context, children=children, cache={})
 
+            deferred_navs = {d.nav for d in _deferred(rt, migration) if d.table == map_name}
+            rows: list[WriteRow] = []
+            full_payloads: dict[str, dict[str, Any]] = {}
+            closing: dict[str, dict[str, int]] = {}
+            # Rows of an update map that write the same record (a minor's two guardian links): the last one
+            # in the part is written, the others are journaled under their own key as superseded.
+            writer_of = {record_key(table_map, values, context) or key: key for key, values in selected}
+            keep_full = _needs_full_payloads(spec, table_map)
+            for key, row in _drained(selected):  # each source row let go of once transformed
+                sid = record_key(table_map, row, context) or key
+                if writer_of[sid] != key:
+                    journal(key, "skipped", code="superseded",
+                            reason=f"a later {table_map.source_table} row of the same record is written "
+                                   "(the map keeps the last)")
+                    continue
+                payload, errors = transform_row(table_map, row, context)
+                fatal = [e for e in errors if e.fatal]
+                if fatal:
+                    journal(sid, "quarantined", code=",".join(sorted({e.code for e in fatal})),
+                            reason="fields: " + ",".join(sorted({str(e.loc[-1]) for e in fatal})))
+                    continue
+                if keep_full:  # deferred lookups included: their old values belong in a before-image
+                    full_payloads[sid] = payload
+                payload, _ = split_deferred(payload, deferred_navs)
+                payload.pop(spec.source_id_column, None)
+                rows.append(WriteRow(source_key=sid, values=payload))
+                state = final_state(table_map, row, context)
+                if state is not None:
+                    closing[sid] = state
+            return context, rows, full_payloads, closing
+
+        context, rows, full_payloads, closing = await asyncio.to_thread(prepare, context)
         primary_ids: dict[str, str] = {}
         target = _target(spec, table_map, context, primary_ids)
-        origins = rt.journal.existing_origins(migration.migration_id, map_name, [r.source_key for r in rows])
+        origins = await asyncio.to_thread(rt.journal.existing_origins, migration.migration_id, map_name,
+                                          [r.source_key for r in rows])
         closed_before = {sid for sid, origin in origins.items() if sid in closing}
         if delta and table_map.close is not None and origins:
             # A delta asks Dataverse: an appointment completed at the practice during cutover is still open
@@ -408,11 +428,13 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
             fresh = [k for k in keys if k not in origins and k not in announced]
             announced.update(keys)
             if fresh:
-                intents.extend(rt.journal.announce(
+                intents.extend(await asyncio.to_thread(
+                    rt.journal.announce,
                     migration.migration_id, map_name, batch, table_map.target_table, fresh,
                     None if target.key_column else [row_id(target.logical_name, k) for k in fresh]))
 
         report = await BulkWriter(client).write(target, to_write, before_create=before_create) if to_write else None
+        del rows, to_write, matched_rows, full_payloads  # written: the journal needs the outcomes, not the payloads
         outcomes = report.outcomes if report else []
         # A duplicate delivery of this batch running beside this one may have announced and created rows
         # after `origins` was read: this write then found them and updated them. Its announce came before
@@ -420,7 +442,8 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
         # tells (found by the chaos run: a created prescription journaled as an update of unknown origin).
         unexplained = [o.source_key for o in outcomes if o.source_key not in origins and o.source_key not in announced]
         if unexplained:
-            origins = {**origins, **rt.journal.existing_origins(migration.migration_id, map_name, unexplained)}
+            origins = {**origins, **await asyncio.to_thread(rt.journal.existing_origins, migration.migration_id,
+                                                            map_name, unexplained)}
         for outcome in outcomes:
             if outcome.action == "failed":
                 # An earlier attempt of this migration may have created the record: keep that origin, or a
@@ -442,12 +465,41 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
                     before_image=images.get(outcome.source_key) if origin == "preexisting" else None,
                     code="ambiguous_match" if flag is not None else None, reason=flag)
         await _close(client, target, {sid: state for sid, state in closing.items() if sid in written_ids})
-    rt.journal.record(entries)
-    rt.journal.settle(migration.migration_id, map_name, intents)  # every announced row has its own entry now
-    rt.migrations.record_progress(migration.migration_id, f"load:{batch}" if sample is None else batch, "done", counts)
+    stage = f"load:{batch}" if sample is None else batch
+    # Failures by code on the progress row, so a status read never scans the journal (shared/state/failures.py):
+    # a delta first reads which earlier failures its rows replace; the full run's part replaces the sample's.
+    cleared = (await asyncio.to_thread(failures.cleared_by, rt, migration.migration_id, batch, stage, entries)
+               if delta else {})
+    # Storage calls leave the event loop: the activity shares it with every other activity's Dataverse requests
+    # and with the orchestrations (a 48-transaction journal write on Azurite stalled them all for 23 s).
+    await asyncio.to_thread(rt.journal.record, entries)
+    await asyncio.to_thread(rt.journal.settle, migration.migration_id, map_name, intents)  # all journaled now
+    await asyncio.to_thread(functools.partial(
+        rt.migrations.record_progress, migration.migration_id, stage, "done", counts,
+        errors=failures.errors_of(entries), cleared=cleared,
+        supersedes=_sample_stage(map_name, part, sample, bundle_id)))
     log.info("migration %s: %s loaded (%s)", migration.migration_id, batch,
              ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return BatchInfo(table=map_name, part=part, counts=counts)
+
+
+def _sample_stage(map_name: str, part: int, sample: SampleScope | None, bundle_id: str | None) -> str | None:
+    """The sample run's progress row a full-run batch journals again in full (None for others)."""
+    return f"sample:{map_name}/{part}" if sample is None and not bundle_id else None
+
+
+def _needs_full_payloads(spec: MappingSpec, table_map: TableMap) -> bool:
+    """Whether `_preexisting` reads the rows' full payloads (the before-images of matched records, or of the
+    pre-existing parent records an update map writes into): only then are they kept beside the write rows."""
+    return bool(table_map.match) or (table_map.action == "update" and bool(table_map.key.parent)
+                                      and bool(spec.table(table_map.key.parent).match))
+
+
+def _drained(rows: list[_T]) -> Iterator[_T]:
+    """The items in order, each let go of by the list as it is yielded (the list ends empty)."""
+    rows.reverse()
+    while rows:
+        yield rows.pop()
 
 
 async def _preexisting(rt: Runtime, migration: Migration, client: DataverseClient, spec: MappingSpec,
@@ -564,25 +616,31 @@ async def bind_deferred(rt: Runtime, migration: Migration, map_name: str, part: 
     counts: dict[str, int] = {}
     async with dataverse_client(rt, migration) as client:
         context = await _context(rt, migration, client, reader, spec)
-        current = _current_source(rt, migration, spec, bundle_id)
-        if current is not None:
-            context = dataclasses.replace(context, cache={}, parent_ids=current.parent_ids(
-                spec, _loaded_maps(spec), context.parent_ids))
+
+        def prepare(context: TransformContext) -> tuple[TransformContext, list[WriteRow]]:
+            # Synchronous (blob reads, transforms): off the event loop, as in `load_batch`.
+            current = _current_source(rt, migration, spec, bundle_id)
+            if current is not None:
+                context = dataclasses.replace(context, cache={}, parent_ids=current.parent_ids(
+                    spec, _loaded_maps(spec), context.parent_ids))
+            binds: list[WriteRow] = []
+            for item in rows_reader.iter_part(table_map.source_table, part):
+                if not isinstance(item, LoadedRow) or not table_map.selects(item.row.model_dump()):
+                    continue
+                row = item.row.model_dump()
+                if sample is not None and not in_sample(table_map.source_table, row, sample):
+                    continue
+                payload, errors = transform_row(table_map, row, context)
+                if any(e.fatal for e in errors):
+                    continue
+                _, later = split_deferred(payload, navs)
+                if not later:
+                    continue
+                binds.append(WriteRow(source_id(table_map, row), later))
+            return context, binds
+
+        context, binds = await asyncio.to_thread(prepare, context)
         target = _target(spec, table_map, context, {})
-        binds: list[WriteRow] = []
-        for item in rows_reader.iter_part(table_map.source_table, part):
-            if not isinstance(item, LoadedRow) or not table_map.selects(item.row.model_dump()):
-                continue
-            row = item.row.model_dump()
-            if sample is not None and not in_sample(table_map.source_table, row, sample):
-                continue
-            payload, errors = transform_row(table_map, row, context)
-            if any(e.fatal for e in errors):
-                continue
-            _, later = split_deferred(payload, navs)
-            if not later:
-                continue
-            binds.append(WriteRow(source_id(table_map, row), later))
         if binds:  # 200 updates per `$batch`, not one request per record
             report = await BulkWriter(client).update(target, binds)
             if report.failed:
@@ -593,5 +651,5 @@ async def bind_deferred(rt: Runtime, migration: Migration, map_name: str, part: 
     stage = f"bind:{map_name}/{part}" if not bundle_id else f"bind:{bundle_id}:{map_name}/{part}"
     if sample is not None:
         stage = f"sample-bind:{map_name}/{part}"
-    rt.migrations.record_progress(migration.migration_id, stage, "done", counts)
+    await asyncio.to_thread(rt.migrations.record_progress, migration.migration_id, stage, "done", counts)
     return BatchInfo(table=map_name, part=part, counts=counts)

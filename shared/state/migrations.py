@@ -82,12 +82,26 @@ class Migration(BaseModel):
 
 
 class StageProgress(BaseModel):
-    """One progress row: a stage (or table) of a migration with its counts."""
+    """One progress row: a stage (or table) of a migration with its counts.
+
+    Failures by error code ride on the row of the batch that journaled them (`errors`, `cleared`,
+    `supersedes`), in fields of their own rather than folded into `counts`: `counts` is by action and
+    summed per table by the operator view, codes are another key space, and `None` vs `{}` must tell a
+    row that predates the field from one with no failures. How the view adds them up, and where that can
+    differ from the journal, is in shared/state/failures.py."""
 
     migration_id: str
     stage: str
     status: str
     counts: dict[str, int] = Field(default_factory=dict)
+    errors: dict[str, int] | None = None
+    """Rows this batch journaled as failed or quarantined, by code (the action where a row has no code).
+    None: a stage that journals nothing, or a row written before the field existed."""
+    cleared: dict[str, int] = Field(default_factory=dict)
+    """Cutover delta batches: failures an earlier batch journaled that this batch's rows replaced, by code."""
+    supersedes: str | None = None
+    """The stage whose rows this batch journals again, all of them (the full run's batch over the sample's
+    batch of the same part): that row's `errors` no longer count."""
     updated_at: datetime
 
 
@@ -115,9 +129,13 @@ class MigrationRepository:
     def save(self, migration: Migration) -> None:
         self._migrations.upsert_entity(self._to_entity(migration), mode=UpdateMode.REPLACE)
 
-    def record_progress(self, migration_id: str, stage: str, status: str, counts: dict[str, int]) -> StageProgress:
-        """Upsert the progress row of one stage (idempotent: the same call twice leaves one row)."""
+    def record_progress(self, migration_id: str, stage: str, status: str, counts: dict[str, int], *,
+                        errors: dict[str, int] | None = None, cleared: dict[str, int] | None = None,
+                        supersedes: str | None = None) -> StageProgress:
+        """Upsert the progress row of one stage (idempotent: the same call twice leaves one row).
+        `errors`, `cleared`, `supersedes`: see StageProgress (stages that journal rows pass them)."""
         progress = StageProgress(migration_id=migration_id, stage=stage, status=status, counts=counts,
+                                 errors=errors, cleared=cleared or {}, supersedes=supersedes,
                                  updated_at=datetime.now(UTC))
         self._progress.upsert_entity(
             # Table keys may not hold / \ # ?: stage names like "load:patient/3" are percent-encoded.

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devtools import azurite
-from devtools.canonical import now_iso
+from devtools.canonical import canonical_state, now_iso
 from devtools.stack import (
     FAST_EMULATOR,
     LocalStack,
@@ -36,7 +37,6 @@ from devtools.stack import (
 )
 from shared.pipeline.schema import PLAN
 from shared.runtime import Runtime
-from shared.settings import Settings
 from shared.state.journal import JournalEntry
 
 
@@ -79,10 +79,13 @@ class MigratedPractice:
     def migration_id(self) -> str:
         return str(self.result["migration_id"])
 
-    @property
+    @cached_property
     def rt(self) -> Runtime:
-        return Runtime.create(Settings(AzureWebJobsStorage=self.stack.storage.connection_string,
-                                       table_prefix=self.stack.prefix))
+        return self.stack.runtime()
+
+    def canonical(self) -> dict[str, dict[str, Any]]:
+        """The emulator's records now, by source key, those the migration created (after `started`)."""
+        return canonical_state(self.stack.emulator.dump(), created_after=self.started)
 
     def keep(self) -> None:
         """Remember the state to go back to (called once, right after the migration)."""

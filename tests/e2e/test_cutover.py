@@ -17,26 +17,19 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.extract import extract
 from agent.upload import upload_bundle
 from devtools import azurite
 from devtools.canonical import canonical_state
 from devtools.stack import (
-    FAST_EMULATOR,
-    OPERATOR,
     LocalStack,
     QuietProgress,
     drive_migration,
-    local_stack,
-    synthetic_practice,
-    users_for_practice,
 )
 from shared.pipeline.cutover import refusal_path
-from shared.runtime import Runtime
-from shared.settings import Settings
+from shared.state.failures import journal_errors_by_code
 from shared.state.upload_sas import bundle_container
 from tests.e2e.browser import render
-from tests.e2e.support import tick
+from tests.e2e.support import extract_delta, tick, upload_delta, virtual_clock_practice
 
 PATIENTS = 10
 EDITED, NEW_PATIENT, NEW_APPOINTMENT, NEW_DOCUMENT = 3, 99001, 99001, 99001
@@ -45,13 +38,11 @@ EDITED, NEW_PATIENT, NEW_APPOINTMENT, NEW_DOCUMENT = 3, 99001, 99001, 99001
 class Cutover:
     def __init__(self, stack: LocalStack, migration_id: str, practice: Path, bundle: Path, work: Path) -> None:
         self.stack, self.migration_id, self.practice, self.bundle, self.work = stack, migration_id, practice, bundle, work
-        self.rt = Runtime.create(Settings(AzureWebJobsStorage=stack.storage.connection_string,
-                                          table_prefix=stack.prefix))
+        self.rt = stack.runtime()
         self.bundles: dict[str, Path] = {}
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return self.stack.host.http().request(method, f"/api/migrations/{self.migration_id}{path}",
-                                              headers={"x-ms-client-principal": OPERATOR}, **kwargs)
+        return self.stack.request(method, f"/migrations/{self.migration_id}{path}", **kwargs)
 
     def state(self) -> dict[str, dict[str, Any]]:
         return canonical_state(self.stack.emulator.dump())
@@ -64,17 +55,12 @@ class Cutover:
         conn.close()
 
     def extract_delta(self, name: str, base: Path) -> tuple[str, Path]:
-        info = extract(str(self.practice), self.work / name, base=base,
-                       files_root=self.practice.with_name("practice-files"), part_rows=40)
-        bundle_id = json.loads((info.bundle_dir / "manifest.json").read_text())["bundle_id"]
-        self.bundles[bundle_id] = info.bundle_dir
-        return bundle_id, info.bundle_dir
+        bundle_id, bundle_dir = extract_delta(self.practice, base, self.work / name, part_rows=40)
+        self.bundles[bundle_id] = bundle_dir
+        return bundle_id, bundle_dir
 
     def upload(self, bundle_dir: Path) -> dict[str, Any]:
-        grant = self.api("POST", "/deltas")
-        assert grant.status_code == 200, grant.text
-        upload_bundle(bundle_dir, grant.json()["upload"]["upload_url"], progress=QuietProgress())
-        return grant.json()
+        return upload_delta(self.stack, self.migration_id, bundle_dir)
 
     def tick(self) -> None:
         tick(self.stack.host, timeout=120)
@@ -95,11 +81,9 @@ class Cutover:
 @pytest.fixture(scope="module")
 def cut(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cutover]:
     work = Path(tmp_path_factory.mktemp("cutover"))
-    practice, bundle = synthetic_practice(work, PATIENTS, 23, part_rows=40)
     # The emulator's clock 300x the wall clock (60x is the default) and keys active at once: its per-request
     # server time is not this test's subject, and the suite has a time budget (devtools/stack.py FAST_EMULATOR).
-    with local_stack(work / "stack", storage=azurite, clock="virtual",
-                     emulator_config={**FAST_EMULATOR, "users": users_for_practice(practice)}) as stack:
+    with virtual_clock_practice(azurite, work, PATIENTS, 23) as (stack, practice, bundle):
         result = drive_migration(stack, bundle, timeout=300, sample_patients=0)  # no sample stage: not this test's subject
         assert result["view"]["runtime_status"] == "Completed", result["view"].get("custom_status")
         yield Cutover(stack, result["migration_id"], practice, bundle, work)
@@ -123,10 +107,9 @@ def test_cutover_and_deltas_wait_for_the_full_load(cut: Cutover):
     created = stack.api("POST", "/migrations", json={"name": "not started", "target": {
         "environment_url": stack.emulator.base_url}})
     other = created["migration"]["migration_id"]
-    headers = {"x-ms-client-principal": OPERATOR}
-    refused = stack.host.http().post(f"/api/migrations/{other}/cutover", json={}, headers=headers)
+    refused = stack.request("POST", f"/migrations/{other}/cutover", json={})
     assert refused.status_code == 409 and refused.json()["type"].endswith("/wrong_stage")
-    assert stack.host.http().post(f"/api/migrations/{other}/deltas", headers=headers).status_code == 409
+    assert stack.request("POST", f"/migrations/{other}/deltas").status_code == 409
     assert cut.api("POST", "/cutover", json={"hours": 72}).status_code == 400  # 24 to 48 hours
 
 
@@ -263,6 +246,9 @@ def test_three_deltas_apply_exactly_their_changes_in_base_order(cut: Cutover):
     assert cut.journal() == journal_before and cut.progress() == progress_before
     assert cut.state() == after_3
     assert [d["bundle_id"] for d in cut.cutover()["cutover"]["applied"]] == [d1, d2, d3]
+    # The status read's failure counts, kept on the progress rows through the deltas, are the journal's.
+    view = cut.stack.api("GET", f"/migrations/{cut.migration_id}")
+    assert view["errors_by_code"] == journal_errors_by_code(cut.rt, cut.migration_id)
 
 
 def test_a_damaged_delta_is_refused_whole_and_the_chain_goes_on(cut: Cutover):

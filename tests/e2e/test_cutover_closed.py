@@ -10,7 +10,6 @@ as kept read-only instead of counting them as mismatches.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,21 +18,13 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.extract import extract
-from agent.upload import upload_bundle
 from devtools import azurite
 from devtools.stack import (
-    FAST_EMULATOR,
-    OPERATOR,
     LocalStack,
-    QuietProgress,
     drive_migration,
-    local_stack,
-    synthetic_practice,
-    users_for_practice,
 )
 from shared.pipeline import closed
-from tests.e2e.support import tick
+from tests.e2e.support import extract_delta, tick, upload_delta, virtual_clock_practice
 
 PATIENTS, SEED = 10, 2
 """Seed 2: its ten patients have completed, canceled and at least two open appointments."""
@@ -65,8 +56,7 @@ class Closed:
         self.migration_id = result["migration_id"]
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return self.stack.host.http().request(method, f"/api/migrations/{self.migration_id}{path}",
-                                              headers={"x-ms-client-principal": OPERATOR}, **kwargs)
+        return self.stack.request(method, f"/migrations/{self.migration_id}{path}", **kwargs)
 
     def record(self, sid: str) -> dict[str, Any]:
         return next(r for r in self.stack.emulator.rows("appointment").values() if r.get("bw_sourceid") == sid)
@@ -81,12 +71,9 @@ class Closed:
                          (EDITED, p["completed"], p["canceled"], p["open"], p["completing"]))
             conn.execute("UPDATE v_appt SET status_id = ? WHERE appointment_id = ?", (p["done_status"], p["completing"]))
         conn.close()
-        info = extract(str(self.practice), self.work / "delta", base=self.bundle,
-                       files_root=self.practice.with_name("practice-files"), part_rows=4)
-        grant = self.api("POST", "/deltas")
-        assert grant.status_code == 200, grant.text
-        upload_bundle(info.bundle_dir, grant.json()["upload"]["upload_url"], progress=QuietProgress())
-        return json.loads((info.bundle_dir / "manifest.json").read_text())["bundle_id"]
+        bundle_id, bundle_dir = extract_delta(self.practice, self.bundle, self.work / "delta", part_rows=4)
+        upload_delta(self.stack, self.migration_id, bundle_dir)
+        return bundle_id
 
     def tick(self) -> None:
         tick(self.stack.host)
@@ -95,9 +82,7 @@ class Closed:
 @pytest.fixture(scope="module")
 def run(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Closed]:
     work = Path(tmp_path_factory.mktemp("cutover-closed"))
-    practice, bundle = synthetic_practice(work, PATIENTS, SEED, part_rows=40)
-    with local_stack(work / "stack", storage=azurite, clock="virtual",
-                     emulator_config={**FAST_EMULATOR, "users": users_for_practice(practice)}) as stack:
+    with virtual_clock_practice(azurite, work, PATIENTS, SEED) as (stack, practice, bundle):
         yield Closed(stack, practice, bundle, work)
 
 

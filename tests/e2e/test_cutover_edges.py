@@ -26,22 +26,14 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.extract import extract
-from agent.upload import upload_bundle
 from devtools import azurite
 from devtools.canonical import canonical_state, now_iso
 from devtools.stack import (
-    FAST_EMULATOR,
-    OPERATOR,
     LocalStack,
-    QuietProgress,
     drive_migration,
-    local_stack,
-    synthetic_practice,
-    users_for_practice,
 )
 from shared.pipeline import cutover
-from tests.e2e.support import TICK, restored_view, tick
+from tests.e2e.support import TICK, extract_delta, restored_view, tick, upload_delta, virtual_clock_practice
 
 PATIENTS, SEED = 10, 11
 TENANT = "practice-group-1"
@@ -85,9 +77,7 @@ class Edges:
                          "WHERE broken = 0 AND status_id IN (SELECT def_id FROM v_definition WHERE lower(descript) "
                          "NOT IN ('complete', 'completed', 'posted', 'checkout', 'checked out'))")
         conn.close()
-        info = extract(str(self.practice), self.work / "delta", base=self.bundle,
-                       files_root=self.practice.with_name("practice-files"), part_rows=4)
-        return json.loads((info.bundle_dir / "manifest.json").read_text())["bundle_id"], info.bundle_dir
+        return extract_delta(self.practice, self.bundle, self.work / "delta", part_rows=4)
 
     def migrate(self, deletions: str, hours: int = 48) -> Run:
         """A fresh environment (the front desk's one contact in it), the full migration, the window opened."""
@@ -116,14 +106,11 @@ class Run:
         self.stack, self.rt = edges.stack, edges.rt
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return self.stack.host.http().request(method, f"/api/migrations/{self.migration_id}{path}",
-                                              headers={"x-ms-client-principal": OPERATOR}, **kwargs)
+        return self.stack.request(method, f"/migrations/{self.migration_id}{path}", **kwargs)
 
     def upload_delta(self) -> None:
-        grant = self.api("POST", "/deltas")
-        assert grant.status_code == 200, grant.text
-        assert grant.json()["base_bundle_id"] == json.loads((self.edges.bundle / "manifest.json").read_text())["bundle_id"]
-        upload_bundle(self.edges.delta_dir, grant.json()["upload"]["upload_url"], progress=QuietProgress())
+        grant = upload_delta(self.stack, self.migration_id, self.edges.delta_dir)
+        assert grant["base_bundle_id"] == json.loads((self.edges.bundle / "manifest.json").read_text())["bundle_id"]
 
     def tick(self, seconds: float = TICK) -> None:
         tick(self.stack.host, seconds)
@@ -191,9 +178,7 @@ def _pick(practice: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def edges(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edges]:
     work = Path(tmp_path_factory.mktemp("cutover-edges"))
-    practice, bundle = synthetic_practice(work, PATIENTS, SEED, part_rows=40)
-    with local_stack(work / "stack", storage=azurite, clock="virtual",
-                     emulator_config={**FAST_EMULATOR, "users": users_for_practice(practice)}) as stack:
+    with virtual_clock_practice(azurite, work, PATIENTS, SEED) as (stack, practice, bundle):
         yield Edges(stack, practice, bundle, work)
 
 

@@ -6,39 +6,23 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.synth import iter_source_rows
-from devtools.canonical import canonical_state
-from devtools.stack import LocalStack, drive_migration, wait_for_stage
+from devtools.stack import drive_migration, wait_for_stage
 from shared.dentrix.reader import BundleReader, LoadedRow
 from shared.mapping.rows import derived_id, make_context, record_key, split_deferred, transform_row
 from shared.mapping.schema_plan import SchemaPlan
 from shared.mapping.spec import load_approved
-from shared.runtime import Runtime
-from shared.settings import Settings
 from tests.e2e.conftest import MigratedPractice
 
 
-class Migrated:
-    def __init__(self, stack: LocalStack, result: dict[str, Any], practice: Path, bundle: Path, started: str):
-        self.stack, self.result, self.practice, self.bundle, self.started = stack, result, practice, bundle, started
-        self.migration_id = result["migration_id"]
-        settings = Settings(AzureWebJobsStorage=stack.storage.connection_string, table_prefix=stack.prefix)
-        self.rt = Runtime.create(settings)
-
-    def canonical(self) -> dict[str, dict[str, Any]]:
-        return canonical_state(self.stack.emulator.dump(), created_after=self.started)
-
-
 @pytest.fixture(scope="module")
-def migrated(migrated_practice: MigratedPractice) -> Migrated:
+def migrated(migrated_practice: MigratedPractice) -> MigratedPractice:
     """The shared migrated practice (tests/e2e/conftest.py), as its migration left it."""
-    shared = migrated_practice.restore()
-    return Migrated(shared.stack, shared.result, shared.practice, shared.bundle, shared.started)
+    return migrated_practice.restore()
 
 
 class KilledRun:
@@ -48,17 +32,20 @@ class KilledRun:
 
 
 @pytest.fixture(scope="module")
-def killed_run(migrated: Migrated, migrated_practice: MigratedPractice) -> KilledRun:
+def killed_run(migrated: MigratedPractice) -> KilledRun:
     """A second migration of the same bundle into an emptied environment, its host killed mid-load, and the
     state the first one left (`expected`). The shared migration itself is never run again: the modules
     sharing it rely on its journal, progress and artifacts."""
     stack = migrated.stack
-    stack.emulator.restore(migrated_practice.snapshot)
+    stack.emulator.restore(migrated.snapshot)
     expected = migrated.canonical()
     known = set(_running_migrations(migrated))
     stack.emulator.reset()
     outcome: dict[str, Any] = {}
-    runner = threading.Thread(target=lambda: outcome.update(drive_migration(stack, migrated.bundle, timeout=300)))
+    # No sample stage: with the API's default (150) this practice is sampled whole, so the full load the kill
+    # lands in would only find every record written already; without it the kill lands amid creates.
+    runner = threading.Thread(target=lambda: outcome.update(
+        drive_migration(stack, migrated.bundle, timeout=300, sample_patients=0)))
     runner.start()
     deadline = time.monotonic() + 300
     killed = False
@@ -75,14 +62,14 @@ def killed_run(migrated: Migrated, migrated_practice: MigratedPractice) -> Kille
     return KilledRun(expected, outcome, killed)
 
 
-def _approved(m: Migrated):
+def _approved(m: MigratedPractice):
     migration = m.rt.migrations.get("practice-group-1", m.migration_id)
     mapping = load_approved(m.rt.artifacts.get_json(m.migration_id, f"mapping/approved-v{migration.mapping_version}.json"))
     plan = SchemaPlan.model_validate(m.rt.artifacts.get_json(m.migration_id, "schema/plan.json"))
     return mapping, plan
 
 
-def test_the_migration_completes_and_every_source_row_is_accounted_for(migrated: Migrated):
+def test_the_migration_completes_and_every_source_row_is_accounted_for(migrated: MigratedPractice):
     assert migrated.result["view"]["runtime_status"] == "Completed"
     report = migrated.result["report"]
     assert report["unaccounted"] == {}
@@ -118,7 +105,7 @@ def _same(expected: Any, actual: Any) -> bool:
     return expected == actual
 
 
-def test_every_mapped_field_of_every_loaded_record_reads_back_as_its_transformed_value(migrated: Migrated):
+def test_every_mapped_field_of_every_loaded_record_reads_back_as_its_transformed_value(migrated: MigratedPractice):
     mapping, plan = _approved(migrated)
     spec = mapping.spec
     reader = BundleReader.from_directory(migrated.bundle)
@@ -169,7 +156,7 @@ def _reference_tables(spec) -> set[str]:
     return reference_tables(spec)
 
 
-def test_owners_create_dates_guarantors_dual_coverage_and_appointment_parties(migrated: Migrated):
+def test_owners_create_dates_guarantors_dual_coverage_and_appointment_parties(migrated: MigratedPractice):
     canonical = migrated.canonical()
     contacts, appointments = canonical["contact"], canonical["appointment"]
     _, plan = _approved(migrated)
@@ -216,14 +203,14 @@ def test_owners_create_dates_guarantors_dual_coverage_and_appointment_parties(mi
     assert {k.split("|")[0] for k in with_patient} <= set(appointments)
 
 
-def test_a_host_killed_mid_load_ends_in_the_same_state_as_an_uninterrupted_run(migrated: Migrated,
+def test_a_host_killed_mid_load_ends_in_the_same_state_as_an_uninterrupted_run(migrated: MigratedPractice,
                                                                                killed_run: KilledRun):
     assert killed_run.killed, "the host was killed during the load"
     assert killed_run.outcome["view"]["runtime_status"] == "Completed"
     assert migrated.canonical() == killed_run.expected
 
 
-def test_running_the_same_migration_again_writes_no_duplicate_and_changes_nothing(migrated: Migrated,
+def test_running_the_same_migration_again_writes_no_duplicate_and_changes_nothing(migrated: MigratedPractice,
                                                                                   killed_run: KilledRun):
     # The migration run again is the killed run's (completed) one: the shared migration stays as it ended.
     stack = migrated.stack
@@ -240,13 +227,13 @@ def test_running_the_same_migration_again_writes_no_duplicate_and_changes_nothin
     assert "failed" not in actions
 
 
-def _running_migrations(m: Migrated) -> list[str]:
+def _running_migrations(m: MigratedPractice) -> list[str]:
     rows = m.rt.tables.get_table_client(f"{m.stack.prefix}migrations").query_entities(
         "PartitionKey eq 'practice-group-1'", select=["RowKey"])
     return [row["RowKey"] for row in rows]
 
 
-def test_a_schema_plan_over_the_licence_is_refused_before_anything_is_built(migrated: Migrated):
+def test_a_schema_plan_over_the_licence_is_refused_before_anything_is_built(migrated: MigratedPractice):
     from shared.errors import SchemaPlanRefused
     from shared.mapping.schema_plan import PlanProblem
     from shared.pipeline import schema

@@ -17,6 +17,7 @@ import pytest
 from agent.extract import extract
 from agent.synth import synthesize, view_name
 from devtools.stack import LocalStack, drive_migration, fresh_environment
+from shared.state.failures import journal_errors_by_code
 
 MARKER = "ZZPHIMARKER"
 PATIENTS = 12
@@ -95,6 +96,8 @@ def test_the_operator_view_and_report_carry_no_marker(marked_run):
     view = stack.api("GET", f"/migrations/{result['migration_id']}")
     assert view["tables"] and view["timings"]["started_at"] and view["links"]["history"]
     assert sum(view["errors_by_code"].values()) >= 1  # the quarantined patient, counted by its code
+    # Kept on the progress rows (a status read scans no journal), it equals the journal's failures.
+    assert view["errors_by_code"] == journal_errors_by_code(stack.runtime(), result["migration_id"])
     patient = next(t for t in view["tables"] if t["table"] == "patient")
     assert patient["batches_done"] >= 1 and sum(patient["counts"].values()) >= PATIENTS - 1
     assert "code=" not in json.dumps(view["links"])  # the system key is never handed out

@@ -11,7 +11,6 @@ import pytest
 
 from devhost.testing import run_sync
 from devtools.stack import (
-    OPERATOR,
     LocalStack,
     create_and_start,
     fresh_environment,
@@ -37,8 +36,7 @@ def _started(stack: LocalStack, bundle: Path) -> str:
 
 
 def _put(stack: LocalStack, migration_id: str, draft: dict[str, Any]) -> Any:
-    return stack.host.http().put(f"/api/migrations/{migration_id}/mapping", json=draft,
-                                 headers={"x-ms-client-principal": OPERATOR})
+    return stack.request("PUT", f"/migrations/{migration_id}/mapping", json=draft)
 
 
 def test_a_bad_map_edit_is_refused_with_field_level_errors_and_nothing_is_saved(stack_and_bundle):
@@ -86,8 +84,7 @@ def test_a_schema_plan_over_the_licence_is_refused_before_anything_is_built(stac
     plan = stack.api("GET", f"/migrations/{migration_id}/schema-plan")
     assert plan["report"]["custom_table_count"] == 16 and plan["report"]["fits_licence"] is False
     assert "licence_exceeded" in {p["code"] for p in plan["report"]["problems"]}
-    refused = stack.host.http().post(f"/api/migrations/{migration_id}/schema-plan/approve", json={},
-                                     headers={"x-ms-client-principal": OPERATOR})
+    refused = stack.request("POST", f"/migrations/{migration_id}/schema-plan/approve", json={})
     assert refused.status_code == 422
     assert refused.json()["type"].endswith("/schema_plan_refused")
     assert "custom tables" in refused.json()["detail"]

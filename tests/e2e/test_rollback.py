@@ -18,37 +18,19 @@ from typing import Any
 import httpx
 import pytest
 
-from devtools.stack import OPERATOR, LocalStack
+from devtools.stack import LocalStack
 from shared.pipeline.audit import AUDIT_CSV, COLUMNS
-from shared.runtime import Runtime
-from shared.settings import Settings
-from shared.state.journal import JournalEntry
 from tests.e2e.browser import render
 from tests.e2e.conftest import MigratedPractice
 
 
-class Migrated:
-    def __init__(self, stack: LocalStack, result: dict[str, Any], before: dict[str, Any]) -> None:
-        self.stack, self.result, self.before = stack, result, before
-        self.migration_id = result["migration_id"]
-        self.rt = Runtime.create(Settings(AzureWebJobsStorage=stack.storage.connection_string,
-                                          table_prefix=stack.prefix))
-        self.snapshot = stack.emulator.snapshot()
-        self.journal: list[JournalEntry] = list(self.rt.journal.entries(self.migration_id))
-
-    def back_to_migrated(self) -> None:
-        """The emulator and the journal exactly as the migration left them (a second rollback's start)."""
-        self.stack.emulator.restore(self.snapshot)
-        self.rt.journal.record(self.journal)
-
-
 @pytest.fixture(scope="module")
-def migrated(migrated_practice: MigratedPractice) -> Migrated:
+def migrated(migrated_practice: MigratedPractice) -> MigratedPractice:
     """The shared migrated practice (25 patients, tests/e2e/conftest.py), as its migration left it, with
-    the emulator's state from before the migration."""
+    the emulator's state from before the migration (`before`)."""
     shared = migrated_practice.restore()
     assert shared.result["view"]["runtime_status"] == "Completed"
-    return Migrated(shared.stack, shared.result, shared.before)
+    return shared
 
 
 def _data(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -57,7 +39,7 @@ def _data(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _get_text(stack: LocalStack, path: str, **params: str) -> httpx.Response:
-    return stack.host.http().get(f"/api{path}", params=params, headers={"x-ms-client-principal": OPERATOR})
+    return stack.request("GET", path, params=params)
 
 
 def _csv(text: str) -> list[dict[str, str]]:
@@ -66,7 +48,7 @@ def _csv(text: str) -> list[dict[str, str]]:
     return list(reader)
 
 
-def test_the_audit_log_counts_equal_the_final_report_and_its_blob_copy(migrated: Migrated):
+def test_the_audit_log_counts_equal_the_final_report_and_its_blob_copy(migrated: MigratedPractice):
     response = _get_text(migrated.stack, f"/migrations/{migrated.migration_id}/audit")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
     rows = _csv(response.text)
@@ -95,7 +77,7 @@ def test_the_audit_log_counts_equal_the_final_report_and_its_blob_copy(migrated:
     assert refused.status_code == 400
 
 
-def _sample_diff(migrated: Migrated, timeout: float = 120) -> dict[str, Any]:
+def _sample_diff(migrated: MigratedPractice, timeout: float = 120) -> dict[str, Any]:
     stack = migrated.stack
     stack.api("POST", f"/migrations/{migrated.migration_id}/sample/diff", json={"patients": 150})
     deadline = time.monotonic() + timeout
@@ -109,7 +91,7 @@ def _sample_diff(migrated: Migrated, timeout: float = 120) -> dict[str, Any]:
     raise TimeoutError("the sample diff did not end")
 
 
-def test_a_clean_sample_matches_every_field_and_the_html_report_says_so(migrated: Migrated):
+def test_a_clean_sample_matches_every_field_and_the_html_report_says_so(migrated: MigratedPractice):
     diff = _sample_diff(migrated)
     assert diff["patients"] == migrated.result["report"]["source_rows"]["patient"]  # all of them (<150)
     assert diff["fields_checked"] > 1000
@@ -123,7 +105,7 @@ def test_a_clean_sample_matches_every_field_and_the_html_report_says_so(migrated
     assert '<span id="match-rate">100.00%</span>' in page.text
 
 
-def test_the_html_report_renders_in_headless_chromium_with_its_summary_numbers(migrated: Migrated,
+def test_the_html_report_renders_in_headless_chromium_with_its_summary_numbers(migrated: MigratedPractice,
                                                                                 tmp_path: Path):
     diff = migrated.stack.api("GET", f"/migrations/{migrated.migration_id}/sample/diff")
     page = _get_text(migrated.stack, f"/migrations/{migrated.migration_id}/sample/diff", format="html")
@@ -135,7 +117,7 @@ def test_the_html_report_renders_in_headless_chromium_with_its_summary_numbers(m
     assert '<span id="mismatch-count">0</span>' in dom
 
 
-def test_the_sample_diff_reports_exactly_the_injected_error(migrated: Migrated):
+def test_the_sample_diff_reports_exactly_the_injected_error(migrated: MigratedPractice):
     emulator = migrated.stack.emulator
     contacts = sorted((row["bw_sourceid"], rid) for rid, row in emulator.rows("contact").items()
                       if str(row.get("bw_sourceid", "")).startswith("P-") and row.get("bw_chartnumber"))[:2]
@@ -158,7 +140,7 @@ def _csv_rows(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def _rollback(migrated: Migrated, kill_at_step: int | None = None, timeout: float = 240,
+def _rollback(migrated: MigratedPractice, kill_at_step: int | None = None, timeout: float = 240,
               policy: dict[str, Any] | None = None) -> dict[str, Any]:
     stack = migrated.stack
     stack.api("POST", f"/migrations/{migrated.migration_id}/rollback", json=policy or {})
@@ -184,8 +166,8 @@ def _rollback(migrated: Migrated, kill_at_step: int | None = None, timeout: floa
     raise TimeoutError("the rollback did not end")
 
 
-def test_rollback_returns_the_emulator_to_its_state_from_before_the_migration(migrated: Migrated):
-    migrated.back_to_migrated()
+def test_rollback_returns_the_emulator_to_its_state_from_before_the_migration(migrated: MigratedPractice):
+    migrated.restore()
     view = _rollback(migrated)
     assert view["runtime_status"] == "Completed"
     assert view["custom_status"]["stage"] == "rolled_back"
@@ -205,8 +187,8 @@ def test_rollback_returns_the_emulator_to_its_state_from_before_the_migration(mi
     assert _data(migrated.stack.emulator.dump()["rows"]) == _data(migrated.before["rows"])
 
 
-def test_a_rollback_killed_halfway_finishes_and_keeps_a_record_someone_else_edited(migrated: Migrated):
-    migrated.back_to_migrated()
+def test_a_rollback_killed_halfway_finishes_and_keeps_a_record_someone_else_edited(migrated: MigratedPractice):
+    migrated.restore()
     emulator = migrated.stack.emulator
     edited_id, edited = next((rid, row) for rid, row in emulator.rows("contact").items()
                              if str(row.get("bw_sourceid", "")).startswith("P-"))
@@ -233,7 +215,7 @@ def test_a_rollback_killed_halfway_finishes_and_keeps_a_record_someone_else_edit
                                      if e.action == "created"}
 
 
-def test_the_rollback_report_renders_in_headless_chromium_with_its_summary_numbers(migrated: Migrated,
+def test_the_rollback_report_renders_in_headless_chromium_with_its_summary_numbers(migrated: MigratedPractice,
                                                                                     tmp_path: Path):
     """After the killed rollback above (one contact kept): the HTML page from the API, rendered."""
     from shared.pipeline.rollback import RollbackReport
@@ -256,8 +238,8 @@ def test_the_rollback_report_renders_in_headless_chromium_with_its_summary_numbe
                      format="pdf").status_code == 400
 
 
-def test_a_sharepoint_file_edited_after_the_upload_is_kept_and_listed_unless_overridden(migrated: Migrated):
-    migrated.back_to_migrated()
+def test_a_sharepoint_file_edited_after_the_upload_is_kept_and_listed_unless_overridden(migrated: MigratedPractice):
+    migrated.restore()
     emulator = migrated.stack.emulator
     entry = next(e for e in migrated.journal if e.target_table == "sharepoint" and e.origin == "created")
     drive = next(d for d in emulator.dump()["graph"]["drives"].values() if entry.target_id in d["items"])

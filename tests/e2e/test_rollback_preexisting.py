@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from devtools.stack import OPERATOR, LocalStack, drive_migration, fresh_environment, synthetic_practice
+from devtools.stack import LocalStack, drive_migration, fresh_environment, synthetic_practice
 from emulator.testing import RunningEmulator
 from shared.dataverse.metadata import ColumnSpec
 from shared.dataverse.schema import column_payload, label
@@ -205,8 +205,7 @@ def test_a_rerun_keeps_the_origin_and_the_first_before_image_and_rollback_restor
     assert report["verified"] and report["kept"] == [] and report["remaining"] == []
     numbers = summary_numbers(RollbackReport.model_validate(report))
     assert numbers["restored"] == 2  # the contact (its insurance columns in the same write) and the carrier
-    page = seeded.stack.host.http().get(f"/api/migrations/{seeded.migration_id}/rollback", params={"format": "html"},
-                                        headers={"x-ms-client-principal": OPERATOR})
+    page = seeded.stack.request("GET", f"/migrations/{seeded.migration_id}/rollback", params={"format": "html"})
     assert '<span id="restored">2</span>' in page.text
     assert f'<span id="deleted">{numbers["deleted"]}</span>' in page.text and numbers["deleted"] > 100
     after = seeded.stack.emulator.dump()

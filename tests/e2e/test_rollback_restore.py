@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from devtools import azurite
+from devtools.stack import emulator_runtime
 from emulator.testing import RunningEmulator, run_emulator
 from shared.pipeline.rollback import RollbackPolicy, record_watermark, rollback_table
 from shared.runtime import Runtime
-from shared.settings import Settings
 from shared.state.journal import JournalEntry, now
 from shared.state.migrations import Migration, Target
 
@@ -32,9 +32,7 @@ def emulator() -> Iterator[RunningEmulator]:
 
 @pytest.fixture
 def rt(azurite: azurite.AzuriteProcess, unique_name: str) -> Runtime:
-    return Runtime.create(Settings(
-        AzureWebJobsStorage=azurite.connection_string, table_prefix=f"rb{unique_name[:10]}",
-        dataverse_auth_mode="factory", dataverse_credential_factory="emulator.credentials:EmulatorTokenCredential"))
+    return emulator_runtime(azurite.connection_string, f"rb{unique_name[:10]}")
 
 
 def _write(emulator: RunningEmulator, method: str, path: str, body: dict[str, Any], user: str = "app-1"

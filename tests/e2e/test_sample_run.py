@@ -19,7 +19,6 @@ import pytest
 from agent.upload import upload_bundle
 from devhost.testing import run_sync
 from devtools.stack import (
-    OPERATOR,
     LocalStack,
     QuietProgress,
     approve_until_sample,
@@ -31,8 +30,7 @@ from shared.dentrix.reader import BundleReader, LoadedRow
 from shared.mapping.rows import source_id
 from shared.mapping.spec import MappingSpec, load_approved
 from shared.pipeline.sample_scope import SCOPE, SampleScope
-from shared.runtime import Runtime
-from shared.settings import Settings
+from shared.state.failures import journal_errors_by_code
 from shared.state.journal import JournalEntry
 from tests.e2e.conftest import Practice as SharedPractice
 
@@ -45,8 +43,7 @@ RECORD_TABLES = ("contact", "appointment", "annotation")
 class Practice:
     def __init__(self, stack: LocalStack, bundle: Path, started: list[str]) -> None:
         self.stack, self.bundle, self.started = stack, bundle, started
-        self.rt = Runtime.create(Settings(AzureWebJobsStorage=stack.storage.connection_string,
-                                          table_prefix=stack.prefix))
+        self.rt = stack.runtime()
         self.reader = BundleReader.from_directory(bundle)
 
     def start(self, sample_patients: int = SAMPLE) -> str:
@@ -74,7 +71,7 @@ class Practice:
         return list(self.rt.journal.entries(migration_id))
 
     def post(self, path: str) -> Any:
-        return self.stack.host.http().post(f"/api{path}", headers={"x-ms-client-principal": OPERATOR})
+        return self.stack.request("POST", path)
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +184,9 @@ def test_the_run_stops_at_the_sample_with_only_the_slice_loaded_then_the_full_ru
     # The journal's counts are the final report's, and every source row is accounted for.
     report = stack.api("GET", f"/migrations/{migration_id}/report")
     assert report["unaccounted"] == {}
+    # The status read's failure counts (progress rows: the full run's batches replace the sample's) are the journal's.
+    view = stack.api("GET", f"/migrations/{migration_id}")
+    assert view["errors_by_code"] == journal_errors_by_code(practice.rt, migration_id)
     assert dict(Counter((e.table, e.action) for e in journal)) == \
         {(m["map"], action): n for m in report["maps"] for action, n in m["actions"].items()}
     assert _files(stack) == sum(1 for e in journal if e.table == "document" and e.action == "created")

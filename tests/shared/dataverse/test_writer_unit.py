@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import urllib.parse
 import uuid
 
@@ -249,3 +250,34 @@ def test_a_refused_whole_batch_is_bisected_down_to_the_bad_row() -> None:
     report = write(fake, target, data, batch_chunk=64)
     assert (report.created, report.failed) == (63, 1)
     assert report.outcomes[9].error_code == "0x80044331" and report.outcomes[9].status == 400
+
+
+def test_slow_requests_shrink_the_chunks_of_this_write_and_of_the_next_writer(monkeypatch) -> None:
+    """A chunk that takes longer than `target_request_seconds` (costly rows: plug-ins, Dataverse's 2-minute
+    timeout) makes the queued chunks smaller at once, and a new writer of the same process starts small."""
+    from shared.dataverse import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "_SLOW_ROWS", {})
+    fake = FakeTable()
+    slow = fake.handler
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("UpsertMultiple"):
+            time.sleep(0.002 * len(json.loads(request.content)["Targets"]))  # 2 ms of server time per row
+        return slow(request)
+
+    async def go(data: list[WriteRow]):
+        async with make_client(handler) as client:
+            config = WriterConfig(max_chunk=200, parallel_per_user=1, target_request_seconds=0.1)
+            return await BulkWriter(client, config).write(TARGET, data)
+
+    first = asyncio.run(go(rows(600)))
+    assert first.created == 600
+    sizes = [n for kind, n in fake.calls if kind == "UpsertMultiple"]
+    assert sizes[0] == 200  # nothing known yet: the configured chunk
+    assert sizes[1:] and max(sizes[1:]) <= 60  # ~0.4 s for 200 rows: the rest go ~50 at a time
+    assert sum(sizes) == 600
+    fake.calls.clear()
+    second = asyncio.run(go(rows(200, start=600)))  # the next batch of the table, a new writer
+    assert second.created == 200
+    assert max(n for kind, n in fake.calls if kind == "UpsertMultiple") <= 60

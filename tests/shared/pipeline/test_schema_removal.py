@@ -12,11 +12,11 @@ import httpx
 import pytest
 
 from devtools import azurite
+from devtools.stack import emulator_runtime
 from emulator.testing import RunningEmulator, run_emulator
 from shared.pipeline.rollback import remove_schema
 from shared.pipeline.schema import CREATED, created_components
 from shared.runtime import Runtime
-from shared.settings import Settings
 from shared.state.migrations import Target
 from tests.emulator.helpers import create_table, label, ok, string_column
 
@@ -29,9 +29,7 @@ def emu() -> Iterator[RunningEmulator]:
 
 @pytest.fixture
 def rt(azurite: azurite.AzuriteProcess, unique_name: str) -> Runtime:
-    return Runtime.create(Settings(
-        AzureWebJobsStorage=azurite.connection_string, table_prefix=f"rs{unique_name[:10]}",
-        dataverse_auth_mode="factory", dataverse_credential_factory="emulator.credentials:EmulatorTokenCredential"))
+    return emulator_runtime(azurite.connection_string, f"rs{unique_name[:10]}")
 
 
 def _schema(emu: RunningEmulator, api: httpx.Client) -> None:

@@ -1,0 +1,72 @@
+"""How long the host's event loop was blocked, and where: a watchdog task that asks to wake every 50 ms
+and counts how late it woke, and a sampler thread that, while the loop is late, notes the loop thread's
+innermost application frame (file and line only).
+
+Async functions (HTTP, orchestrators, async activities) share this one loop, as they share the
+Python worker's loop in Azure: synchronous work inside an async activity (a storage call, parsing a
+bundle part) stalls every other function and every response waiting to be read. The figures are in
+`/admin/host/status` (`loopStalls`) and the benchmark prints them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+TICK = 0.05
+"""Seconds between wake-ups."""
+STALL = 0.1
+"""A wake-up later than this counts as a stall."""
+CALLERS = 3
+"""Application frames kept per sample: the innermost and its callers."""
+HOST = Path(__file__).resolve().parent
+REPO = str(HOST.parent)
+
+
+class LoopStalls:
+    def __init__(self) -> None:
+        self.blocked_seconds = 0.0
+        """Sum of the lateness of every stalled wake-up."""
+        self.stalls = 0
+        self.longest = 0.0
+        self.where: Counter[str] = Counter()
+        """`file:line function < caller < caller` of the application frames innermost first, one count per
+        sample (every 50 ms) while the loop is late."""
+        self._last_tick = time.perf_counter()
+        self._loop_thread: int | None = None
+
+    async def watch(self) -> None:
+        self._loop_thread = threading.get_ident()
+        threading.Thread(target=self._sample, name="loop-stall-sampler", daemon=True).start()
+        while True:
+            asked = time.perf_counter()
+            self._last_tick = asked
+            await asyncio.sleep(TICK)
+            late = time.perf_counter() - asked - TICK
+            if late > STALL:
+                self.stalls += 1
+                self.blocked_seconds += late
+                self.longest = max(self.longest, late)
+
+    def _sample(self) -> None:
+        while True:
+            time.sleep(TICK)
+            if time.perf_counter() - self._last_tick <= TICK + STALL:
+                continue
+            frame = sys._current_frames().get(self._loop_thread or 0)
+            places: list[str] = []
+            while frame is not None and len(places) < CALLERS:
+                path = frame.f_code.co_filename
+                if path.startswith(REPO) and not path.startswith(str(HOST)) and "/.venv/" not in path:
+                    places.append(f"{Path(path).relative_to(REPO)}:{frame.f_lineno} {frame.f_code.co_name}")
+                frame = frame.f_back
+            self.where[" < ".join(places) or "(library or host code)"] += 1
+
+    def as_json(self) -> dict[str, object]:
+        return {"stalls": self.stalls, "blockedSeconds": round(self.blocked_seconds, 3),
+                "longestMs": round(self.longest * 1000),
+                "where": [{"at": at, "samples": n} for at, n in self.where.most_common(15)]}

@@ -1,0 +1,34 @@
+"""The host's event-loop watchdog: a coroutine that blocks the loop is counted, timed and named by
+file, line and function (never by anything it holds)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from devhost.stalls import LoopStalls
+
+
+def _blocking_step() -> None:
+    time.sleep(0.6)  # what a synchronous storage call inside an async function does to the loop
+
+
+async def _scenario(stalls: LoopStalls) -> None:
+    watcher = asyncio.create_task(stalls.watch())
+    await asyncio.sleep(0.2)
+    _blocking_step()
+    await asyncio.sleep(0.2)
+    watcher.cancel()
+
+
+def test_a_blocked_loop_is_counted_and_located() -> None:
+    stalls = LoopStalls()
+    asyncio.run(_scenario(stalls))
+    report = stalls.as_json()
+    assert report["stalls"] >= 1
+    assert 0.4 <= report["blockedSeconds"] <= 5.0
+    assert report["longestMs"] >= 400
+    top = report["where"][0]
+    assert top["at"].startswith("tests/devhost/test_loop_stalls.py:")
+    assert "_blocking_step" in top["at"] and "_scenario" in top["at"]  # the frame and its caller
+    assert top["samples"] >= 5

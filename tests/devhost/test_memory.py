@@ -1,0 +1,59 @@
+"""devhost/memory.py: the arena cap at start-up, the heap trim, and trimming once per idle spell."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+
+from devhost import memory
+
+
+def test_trim_heap_runs_on_glibc() -> None:
+    if memory._libc() is None:
+        pytest.fail("this machine's Python runs on glibc: malloc_trim must be found")
+    assert memory.trim_heap() is True
+
+
+def test_the_environment_cap_wins_and_zero_leaves_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert memory.limit_arenas() is None  # glibc already took the variable at start
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert memory.limit_arenas(0) is None
+
+
+def test_limit_arenas_sets_the_cap_in_a_fresh_process() -> None:
+    code = ("import os; os.environ.pop('MALLOC_ARENA_MAX', None); os.environ['DEVHOST_MALLOC_ARENA_MAX'] = '3'; "
+            "from devhost.memory import limit_arenas; print(limit_arenas())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=None)
+    assert out.stdout.strip() == "3"
+
+
+def test_trims_once_per_idle_spell_after_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims: list[int] = []
+    state = {"done": 0, "idle": False}
+    monkeypatch.setattr(memory, "trim_heap", lambda: trims.append(state["done"]) or True)
+    monkeypatch.delenv("DEVHOST_MALLOC_TRIM", raising=False)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(memory.trim_when_idle(lambda: state["idle"], lambda: state["done"], 0.01))
+        await asyncio.sleep(0.05)  # idle at start with no work done: nothing to give back
+        state["done"], state["idle"] = 3, False
+        await asyncio.sleep(0.05)  # busy: no trim while activities run
+        assert trims == []
+        state["idle"] = True
+        await asyncio.sleep(0.05)  # idle after work: one trim, however long the idle spell
+        state["done"] = 5
+        await asyncio.sleep(0.05)  # more work done, idle again: one more
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert trims == [3, 5]
+
+
+def test_trimming_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEVHOST_MALLOC_TRIM", "0")
+    monkeypatch.setattr(memory, "trim_heap", lambda: pytest.fail("trimmed although turned off"))
+    asyncio.run(asyncio.wait_for(memory.trim_when_idle(lambda: True, lambda: 1, 0.01), 1))
