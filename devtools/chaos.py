@@ -31,8 +31,6 @@ from typing import Any
 from devtools import azurite
 from devtools.canonical import canonical_state, now_iso
 from devtools.stack import LocalStack, drive_migration, practice_stack, synthetic_practice
-from shared.runtime import Runtime
-from shared.settings import Settings
 
 DUPLICATE_RATE_ENV = "DEVHOST_DUPLICATE_ACTIVITIES"
 DUPLICATE_SEED_ENV = "DEVHOST_DUPLICATE_SEED"
@@ -136,7 +134,7 @@ def _normalised_report(report: Any) -> Any:
 def outcome_of(stack: LocalStack, result: dict[str, Any], started: str, seconds: float) -> Outcome:
     """The outcome of a migration `drive_migration` ran (started at ISO time `started`)."""
     migration_id = result["migration_id"]
-    rt = Runtime.create(Settings(AzureWebJobsStorage=stack.storage.connection_string, table_prefix=stack.prefix))
+    rt = stack.runtime()
     journal: Counter[str] = Counter()
     origins: Counter[str] = Counter()
     entries: dict[str, str] = {}

@@ -113,6 +113,11 @@ class WriterConfig(BaseModel):
     takes ~10 s of server time needs 4+ chunks in flight to use it; 8 leaves room for the existence
     reads. Same-table bulk writes in parallel can deadlock on a real server (SQL 1205,
     reference/dataverse.md §6): lower this if the environment reports it."""
+    min_spread_chunk: int = Field(default=100, ge=1)
+    """A write of fewer rows than the workers can take in full chunks is spread over all of them, in
+    chunks of at least this many rows: a table's 320 patients go as 4 requests of 80, not 1 of 320, so
+    the first table of a load (the one all the others wait for) uses more than one request's share of
+    the user's budget. At the limit that one request left three quarters of it unused for 30 s."""
     target_request_seconds: float = Field(default=30.0, gt=0)
     """Server seconds one write request should take. A chunk that took longer makes the next ones
     proportionally smaller, and chunks only grow while they stay under it: Dataverse times a request
@@ -258,8 +263,10 @@ class _Run:
         if not todo:
             return
         self.pending_rows = len(todo)
-        self._enqueue(todo)
         workers = self.w.config.parallel_per_user * len(self.client.lanes)
+        spread = max(self.w.config.min_spread_chunk, -(-len(todo) // workers))
+        self.chunk = min(self.chunk, spread)
+        self._enqueue(todo)
         tasks = [asyncio.create_task(self._worker()) for _ in range(workers)]
         try:
             await self.queue.join()

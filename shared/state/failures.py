@@ -39,7 +39,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from shared.state.artifacts import ArtifactMissing
-from shared.state.journal import Journal, JournalEntry, _row_key
+from shared.state.journal import Journal, JournalEntry, row_key
 from shared.state.migrations import StageProgress
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def _prior_failures(rt: Runtime, migration_id: str, table: str, source_ids: set[
     over the RowKey range the ids span, filtered to failures server-side (a delta's rows only)."""
     if not source_ids:
         return {}
-    keys = {_row_key(sid): sid for sid in source_ids}  # the journal's own key encoding (ids sort as numbers)
+    keys = {row_key(sid): sid for sid in source_ids}  # the journal's own key encoding (ids sort as numbers)
     client = rt.tables.get_table_client(f"{rt.settings.table_prefix}journal")
     found: dict[str, tuple[str, str]] = {}
     for row in client.query_entities(

@@ -46,7 +46,7 @@ _BACKOFF_SECONDS = 0.5
 WRITE_IN_PROGRESS = "write_in_progress"
 """Code of a row whose write started and whose outcome was never recorded (an unsettled intent)."""
 _INTENT_PREFIX = "!intent-"
-"""RowKey prefix of intents: `!` sorts before the digits every row key starts with (`_row_key`), so a
+"""RowKey prefix of intents: `!` sorts before the digits every row key starts with (`row_key`), so a
 partition's intents come first in a scan and never fall inside a row-key range."""
 _INTENT_CHARS_PER_PROPERTY = 30_000
 """A Table string property holds 64 KiB of UTF-16: 32K characters; the ids' JSON is split below that."""
@@ -85,7 +85,7 @@ def _url_key(key: str) -> str:
     return quote(key.replace("'", "''"), safe="")
 
 
-def _row_key(source_id: str) -> str:
+def row_key(source_id: str) -> str:
     # Table keys may not contain / \ # ? or control characters; ids are percent-encoded to stay unique.
     # The length comes first so unpadded numeric ids sort as numbers ("9" before "10"): a bundle part
     # (a run of consecutive ids) is then one contiguous RowKey range, which `existing_origins` reads
@@ -115,7 +115,7 @@ class Journal:
         wanted = set(source_ids)
         if not wanted:
             return {}
-        keys = sorted(_row_key(source_id) for source_id in wanted)
+        keys = sorted(row_key(source_id) for source_id in wanted)
         partition = self.partition(migration_id, table)
         found: dict[str, TOrigin] = {}
         for entity in self._table.query_entities(
@@ -179,7 +179,7 @@ class Journal:
         by_partition: dict[str, dict[str, dict]] = {}
         for entry in entries:
             entity = {"PartitionKey": self.partition(entry.migration_id, entry.table),
-                      "RowKey": _row_key(entry.source_id), **entry.model_dump(mode="json")}
+                      "RowKey": row_key(entry.source_id), **entry.model_dump(mode="json")}
             entity = {key: value for key, value in entity.items() if value is not None}
             # One row per key, the last wins: a transaction refuses two operations on one entity.
             by_partition.setdefault(entity["PartitionKey"], {})[entity["RowKey"]] = entity
@@ -323,7 +323,7 @@ class _Intent(BaseModel):
             target_id=target, action="failed", origin="created", batch=self.batch, at=self.at,
             code=WRITE_IN_PROGRESS, reason="the write started; its outcome was not recorded")
             for source_id, target in zip(self.ids, targets, strict=True)}
-        return [(_row_key(source_id), entry) for source_id, entry in out.items()]
+        return [(row_key(source_id), entry) for source_id, entry in out.items()]
 
 
 def _intent_pieces(source_ids: list[str], target_ids: list[str] | None

@@ -188,7 +188,7 @@ def test_one_poisoned_row_is_isolated_and_reported() -> None:
 
 def test_413_halves_the_chunk_until_it_fits() -> None:
     fake = FakeTable(max_targets=130)
-    report = write(fake, TARGET, rows(1000))
+    report = write(fake, TARGET, rows(1000), parallel_per_user=1)  # one worker: chunks of 1,000, not spread
     assert report.created == 1000 and report.halvings >= 3
     assert len(fake.rows) == 1000
 
@@ -281,3 +281,13 @@ def test_slow_requests_shrink_the_chunks_of_this_write_and_of_the_next_writer(mo
     second = asyncio.run(go(rows(200, start=600)))  # the next batch of the table, a new writer
     assert second.created == 200
     assert max(n for kind, n in fake.calls if kind == "UpsertMultiple") <= 60
+
+
+def test_a_write_smaller_than_the_workers_full_chunks_is_spread_over_them() -> None:
+    fake = FakeTable()
+    report = write(fake, TARGET, rows(320), parallel_per_user=8, min_spread_chunk=50)
+    assert report.created == 320
+    assert sorted(n for kind, n in fake.calls if kind == "UpsertMultiple") == [20] + [50] * 6
+    fake.calls.clear()
+    write(fake, TARGET, rows(3000, start=320), parallel_per_user=2, max_chunk=1000)  # 1,500 > 1,000: full chunks
+    assert sorted(n for kind, n in fake.calls if kind == "UpsertMultiple") == [1000] * 3

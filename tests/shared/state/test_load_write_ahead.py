@@ -22,7 +22,7 @@ from shared.dataverse.schema import read_table
 from shared.pipeline.load import load_batch
 from shared.pipeline.target import dataverse_client
 from shared.runtime import Runtime
-from shared.state.journal import WRITE_IN_PROGRESS, Journal, _row_key
+from shared.state.journal import WRITE_IN_PROGRESS, Journal, row_key
 from shared.state.migrations import Migration
 
 TENANT = "practice-group-1"
@@ -67,7 +67,7 @@ async def _forget(rt: Runtime, migration: Migration, rows: dict[str, str], targe
             await client.request("DELETE", f"{info.entity_set_name}({target_id})")
     table = rt.journal._table  # noqa: SLF001 - the test removes rows the API never deletes
     for source_id in rows:
-        table.delete_entity(Journal.partition(migration.migration_id, MAP), _row_key(source_id))
+        table.delete_entity(Journal.partition(migration.migration_id, MAP), row_key(source_id))
 
 
 def test_a_batch_stopped_between_its_write_and_its_journal_leaves_its_records_created(
