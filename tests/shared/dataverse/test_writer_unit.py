@@ -283,11 +283,11 @@ def test_slow_requests_shrink_the_chunks_of_this_write_and_of_the_next_writer(mo
     assert max(n for kind, n in fake.calls if kind == "UpsertMultiple") <= 60
 
 
-def test_a_write_smaller_than_the_workers_full_chunks_is_spread_over_them() -> None:
+def test_a_write_smaller_than_one_chunk_is_spread_over_the_workers() -> None:
     fake = FakeTable()
     report = write(fake, TARGET, rows(320), parallel_per_user=8, min_spread_chunk=50)
     assert report.created == 320
     assert sorted(n for kind, n in fake.calls if kind == "UpsertMultiple") == [20] + [50] * 6
     fake.calls.clear()
-    write(fake, TARGET, rows(3000, start=320), parallel_per_user=2, max_chunk=1000)  # 1,500 > 1,000: full chunks
+    write(fake, TARGET, rows(3000, start=320), parallel_per_user=8, max_chunk=1000)  # more than a chunk: full ones
     assert sorted(n for kind, n in fake.calls if kind == "UpsertMultiple") == [1000] * 3
