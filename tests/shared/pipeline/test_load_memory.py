@@ -56,9 +56,16 @@ def test_a_batch_holds_a_bounded_heap_per_source_row(ledger_batch: tuple[BatchMe
         f"batch: {result.peak / 1e6:.2f} MB for {result.source_rows} rows"
 
 
+RETAINED_MB = 2.0
+"""What may stay after a batch of this 1,000-row part, whatever the batch filled that outlives it (the
+per-process caches, the loop's thread pool its storage calls run in): 1.0-1.2 MB measured. The part's
+rows, read and validated, are ~3.3 MB, so keeping them fails this. (Was `peak / 4`: 1.23 of 4.73 MB
+failed that once the storage calls ran in threads.)"""
+
+
 def test_a_batch_keeps_nothing_of_its_rows(ledger_batch: tuple[BatchMemory, MappingSpec]) -> None:
     result, _ = ledger_batch
-    assert result.retained < result.peak / 4, f"{result.retained} of {result.peak} bytes still held"
+    assert result.retained / 1e6 < RETAINED_MB, f"{result.retained / 1e6:.2f} MB still held after the batch"
 
 
 def test_full_payloads_are_kept_only_for_maps_that_image_preexisting_records(
