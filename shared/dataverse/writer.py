@@ -124,9 +124,10 @@ class WriterConfig(BaseModel):
     proportionally smaller, and chunks only grow while they stay under it: Dataverse times a request out
     at 2 minutes (this is half), so costly rows (plug-ins, many columns) need smaller chunks than 1,000.
     Not lower: the execution-time limit is checked when a request arrives and charged when it ends, so
-    at the limit longer requests keep working through a Retry-After pause (30 s lost ~3 points of the
-    bound in the benchmark). Measured from sending to the answer (`client.SECONDS_EXTENSION`), not from
-    the wait for a governor slot."""
+    at the limit longer requests keep working through a Retry-After pause (single benchmark runs at the
+    limit: 30 s, with every part spread, 78.6% of the steady bound; 60 s 97.8%: bench/README.md).
+    Measured from sending to the answer (`client.SECONDS_EXTENSION`), not from the wait for a governor
+    slot."""
     max_row_attempts: int = Field(default=5, ge=1)
     """Times one row may come back transient (5xx/429 part) before it is reported `gave_up`."""
 
