@@ -306,6 +306,8 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
                                                         dict[str, dict[str, Any]], dict[str, dict[str, int]]]:
             # Read, select and transform the part: synchronous work (blob reads, validation, transforms) that
             # runs off the event loop, which the other activities' Dataverse requests and the orchestrations share.
+            # Concurrent batches' threads share the cached context: read-only but for its memo `cache`, where a
+            # race only computes a step twice.
             current = _current_source(rt, migration, spec, bundle_id)
             if current is not None:  # a delta: its rows' parents as the practice holds them now (new patients too)
                 context = dataclasses.replace(context, cache={}, parent_ids=current.parent_ids(
