@@ -38,23 +38,28 @@ class LoopStalls:
         sample (every 50 ms) while the loop is late."""
         self._last_tick = time.perf_counter()
         self._loop_thread: int | None = None
+        self._stopped = threading.Event()
 
     async def watch(self) -> None:
+        """Run until cancelled (the sampler thread stops with it)."""
         self._loop_thread = threading.get_ident()
+        self._stopped.clear()
         threading.Thread(target=self._sample, name="loop-stall-sampler", daemon=True).start()
-        while True:
-            asked = time.perf_counter()
-            self._last_tick = asked
-            await asyncio.sleep(TICK)
-            late = time.perf_counter() - asked - TICK
-            if late > STALL:
-                self.stalls += 1
-                self.blocked_seconds += late
-                self.longest = max(self.longest, late)
+        try:
+            while True:
+                asked = time.perf_counter()
+                self._last_tick = asked
+                await asyncio.sleep(TICK)
+                late = time.perf_counter() - asked - TICK
+                if late > STALL:
+                    self.stalls += 1
+                    self.blocked_seconds += late
+                    self.longest = max(self.longest, late)
+        finally:
+            self._stopped.set()
 
     def _sample(self) -> None:
-        while True:
-            time.sleep(TICK)
+        while not self._stopped.wait(TICK):
             if time.perf_counter() - self._last_tick <= TICK + STALL:
                 continue
             frame = sys._current_frames().get(self._loop_thread or 0)

@@ -4,6 +4,7 @@ file, line and function (never by anything it holds)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 from devhost.stalls import LoopStalls
@@ -32,3 +33,11 @@ def test_a_blocked_loop_is_counted_and_located() -> None:
     assert top["at"].startswith("tests/devhost/test_loop_stalls.py:")
     assert "_blocking_step" in top["at"] and "_scenario" in top["at"]  # the frame and its caller
     assert top["samples"] >= 5
+
+
+def test_the_sampler_thread_stops_with_the_watchdog() -> None:
+    asyncio.run(_scenario(LoopStalls()))
+    deadline = time.monotonic() + 2.0
+    while any(t.name == "loop-stall-sampler" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(t.name == "loop-stall-sampler" for t in threading.enumerate())
