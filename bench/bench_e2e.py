@@ -36,6 +36,7 @@ from typing import Any
 from bench.e2e_bound import run_bound
 from bench.e2e_peers import PeerRun, build_schema, bulk_support, naive_load, sdk_load
 from bench.e2e_run import Counters, E2EResult, emulator_config, run_e2e
+from devhost.stalls import TICK as STALL_SAMPLE_SECONDS
 from devtools.stack import synthetic_practice
 from emulator.config import EmulatorConfig
 from emulator.testing import run_emulator
@@ -152,7 +153,7 @@ def print_e2e(label: str, s: dict[str, Any]) -> None:
         ("host peak memory (VmHWM)", f"{s['host_peak_rss_mb']:,} MB"),
         ("host event loop blocked", f"{s['host_loop_blocked_seconds_load']} s of the load phase "
                                     f"(longest stall {s['host_loop_longest_stall_ms']:,} ms); mostly at "
-                                    + ("; ".join(f"{w['at']} ({w['samples'] / 20:.1f} s)"
+                                    + ("; ".join(f"{w['at']} ({w['samples'] * STALL_SAMPLE_SECONDS:.1f} s)"
                                                  for w in s.get("host_loop_stall_sites", [])[:3]) or "-")),
         ("host CPU per 1,000 records", f"{s['host_cpu_seconds_per_1000_records']} s (emulator "
                                        f"{s['emulator_cpu_seconds_per_1000_records']} s, Azurite "
