@@ -26,6 +26,8 @@
     │   ├── SharePointThrottled / SharePointUnavailable   (Retriable)
     │   └── SharePointConflict / SharePointAuthError / SharePointRequestFailed   (Fatal)
     └── StateError             Table/Blob state is missing or inconsistent
+        ├── MigrationNotFound               no such migration for this tenant (Fatal)
+        └── JournalLayoutOutdated           the journal was written in the layout before its buckets (Fatal)
 
 Every leaf also derives from exactly one of the markers below, which decide retries:
     Retriable   transient (throttling, 5xx, connection lost): Durable's retry may run it again
@@ -107,6 +109,19 @@ class MigrationNotFound(StateError, Fatal):
     """No migration with this id exists for the caller's tenant."""
 
     code = "migration_not_found"
+
+
+class JournalLayoutOutdated(StateError, Fatal):
+    """The migration's journal was written with one partition per table, before the journal's buckets
+    (2026-12-01): its rows cannot be found where they are read now, and reading them as missing would
+    make a rollback keep what the migration created."""
+
+    code = "journal_layout_outdated"
+
+    def __init__(self, migration_id: str) -> None:
+        super().__init__(f"migration {migration_id}: its journal predates the journal's buckets (one partition "
+                         "per table); start the migration again under this release, or finish it with the "
+                         "release that wrote it")
 
 
 # --- Dataverse (raised by shared/dataverse/errors.py, the one place that reads HTTP responses) ---

@@ -389,12 +389,13 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
             closed_before = set().union(*[await _closed_now(client, target, set(ids[i:i + 100]))
                                           for i in range(0, len(ids), 100)])
         elif closed_before:  # a write started but never journaled may or may not have closed the record
-            unfinished = _unfinished(rt, migration, map_name, closed_before)
+            unfinished = await asyncio.to_thread(_unfinished, rt, migration, map_name, closed_before)
             closed_before -= unfinished - await _closed_now(client, target, unfinished)
         # A closed appointment is read-only in Dataverse: a re-run leaves it as it is (never reopened).
         to_write = [r for r in rows if r.source_key not in closed_before]
         # ... and keeps its target id in the journal (the sample run, or an earlier run, wrote it).
-        closed_ids = _journaled_target_ids(rt, migration, map_name, closed_before) if closed_before else {}
+        closed_ids = (await asyncio.to_thread(_journaled_target_ids, rt, migration, map_name, closed_before)
+                      if closed_before else {})
         changed = (await closed.changed_fields(client, spec, target, {r.source_key: r.values for r in rows
                                                                       if r.source_key in closed_before})
                    if delta and closed_before else {})
@@ -520,9 +521,7 @@ async def _preexisting(rt: Runtime, migration: Migration, client: DataverseClien
     # Earlier rows' images (and ambiguity flags) are read only when a row was written before: a first run skips it.
     if any(origins.get(sid) == "preexisting" or (table_map.match and origins.get(sid) == "created")
            for sid in wanted):
-        for entry in rt.journal.entries(mid, table_map.name):
-            if entry.source_id not in wanted:
-                continue
+        for entry in (await asyncio.to_thread(rt.journal.entries_of, mid, table_map.name, wanted)).values():
             if entry.origin == "preexisting" and entry.before_image:
                 images[entry.source_id] = entry.before_image
             elif entry.code == "ambiguous_match" and entry.origin == "created":
@@ -565,8 +564,8 @@ async def _close(client: DataverseClient, target: TableTarget, states: dict[str,
 def _unfinished(rt: Runtime, migration: Migration, map_name: str, source_ids: set[str]) -> set[str]:
     """Rows among these whose journal entry is still a write-ahead (their batch stopped mid-way) or a
     failure: whether their record was written and closed is read from Dataverse, not assumed."""
-    return {entry.source_id for entry in rt.journal.entries(migration.migration_id, map_name)
-            if entry.source_id in source_ids and (entry.code == WRITE_IN_PROGRESS or entry.action == "failed")}
+    return {sid for sid, entry in rt.journal.entries_of(migration.migration_id, map_name, source_ids).items()
+            if entry.code == WRITE_IN_PROGRESS or entry.action == "failed"}
 
 
 async def _closed_now(client: DataverseClient, target: TableTarget, source_ids: set[str]) -> set[str]:
@@ -587,8 +586,8 @@ async def _closed_now(client: DataverseClient, target: TableTarget, source_ids: 
 
 def _journaled_target_ids(rt: Runtime, migration: Migration, map_name: str, source_ids: set[str]) -> dict[str, str]:
     """The target ids the journal already holds for these rows of a map."""
-    return {entry.source_id: entry.target_id for entry in rt.journal.entries(migration.migration_id, map_name)
-            if entry.source_id in source_ids and entry.target_id}
+    return {sid: entry.target_id for sid, entry in rt.journal.entries_of(migration.migration_id, map_name,
+                                                                          source_ids).items() if entry.target_id}
 
 
 def _deferred(rt: Runtime, migration: Migration) -> list[Any]:

@@ -13,7 +13,7 @@ A progress row is per batch and overwritten by each delivery of that batch, so t
 - `cleared` of a cutover delta batch: failures an earlier batch journaled (the full run, the sample, an
   earlier delta) for rows this batch journals again; they are subtracted (this batch's own `errors` count
   the row again if it still fails). A delta batch reads them from the journal before it writes, for its
-  own rows only (one range read, filtered to failures) and, when any, keeps them in an artifact
+  own rows only (one range read per journal bucket its ids fall in, filtered to failures) and, when any, keeps them in an artifact
   (`progress/cleared/<stage>.json`) before its journal write, so a delivery after a crash between
   the journal and the progress row still subtracts what the first delivery replaced.
 - Deletions of a delta never touch a failed or quarantined row (they are `not_migrated`), and the second
@@ -39,7 +39,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from shared.state.artifacts import ArtifactMissing
-from shared.state.journal import Journal, JournalEntry, row_key
+from shared.state.journal import JournalEntry
 from shared.state.migrations import StageProgress
 
 if TYPE_CHECKING:
@@ -65,21 +65,11 @@ def errors_of(entries: Iterable[JournalEntry]) -> dict[str, int]:
 
 
 def _prior_failures(rt: Runtime, migration_id: str, table: str, source_ids: set[str]) -> dict[str, tuple[str, str]]:
-    """source id -> (code, batch) of those rows the journal holds as failed or quarantined now. One query
-    over the RowKey range the ids span, filtered to failures server-side (a delta's rows only)."""
-    if not source_ids:
-        return {}
-    keys = {row_key(sid): sid for sid in source_ids}  # the journal's own key encoding (ids sort as numbers)
-    client = rt.tables.get_table_client(f"{rt.settings.table_prefix}journal")
-    found: dict[str, tuple[str, str]] = {}
-    for row in client.query_entities(
-            "PartitionKey eq @pk and RowKey ge @low and RowKey le @high and (action eq 'failed' or action eq 'quarantined')",
-            parameters={"pk": Journal.partition(migration_id, table), "low": min(keys), "high": max(keys)},
-            select=["RowKey", "action", "code", "batch"]):
-        sid = keys.get(row["RowKey"])
-        if sid is not None:
-            found[sid] = (code_of(row["action"], row.get("code")), str(row.get("batch") or ""))
-    return found
+    """source id -> (code, batch) of those rows the journal holds as failed or quarantined now. Reads
+    only the key ranges the ids span, filtered to failures server-side (a delta's rows only)."""
+    return {source_id: (code_of(row["action"], row.get("code")), str(row.get("batch") or ""))
+            for source_id, row in rt.journal.own_rows(migration_id, table, source_ids, ["action", "code", "batch"],
+                                                     where="action eq 'failed' or action eq 'quarantined'")}
 
 
 def cleared_by(rt: Runtime, migration_id: str, batch: str, stage: str, entries: list[JournalEntry]) -> dict[str, int]:
@@ -126,8 +116,9 @@ def progress_errors(rows: Iterable[StageProgress]) -> dict[str, int] | None:
 
 
 def journal_errors_by_code(rt: Runtime, migration_id: str) -> dict[str, int]:
-    """The journal scan: every row of the migration, failed or quarantined, by code. Its cost grows with
-    the journal (8.5 s to 159 s at ~100,000 rows on Azurite): tests, audits and legacy rows only."""
+    """The journal scan: every row of the migration, failed or quarantined, by code (intents, in the same
+    key range, have no action). Its cost grows with the journal (8.5 s to 159 s at ~100,000 rows on
+    Azurite): tests, audits and legacy rows only."""
     from azure.core.exceptions import ResourceNotFoundError
 
     table = rt.tables.get_table_client(f"{rt.settings.table_prefix}journal")

@@ -1,36 +1,55 @@
 """The per-record journal: what the migration did to every target record, the source of truth for
 the audit log, the reconciliation and the rollback.
 
-One row per (migration, source table, source id), partitioned by migration and table, so a batch's
-entries go in as Table transactions of up to 100 and a batch that runs twice rewrites the same rows.
+One row per (migration, source table, source id); a batch that runs twice rewrites the same rows.
 `origin` remembers whether the migration created the record (rollback deletes it) or found it
 already there (rollback restores its before-image); `action` is what the latest write did.
 
+Partitions: each (migration, table) is split into `BUCKETS` partitions by a hash of the id without its
+last three characters (`bucket`). One partition per table capped a large load: Azure Table Storage
+serves about 2,000 entities/s per partition, and Azurite finds an entity by scanning its partition, which
+made each batch's journal write slower than the last (`python -m bench.bench_journal`). A bundle part (a
+run of consecutive ids) still touches a handful of partitions, so its transactions of up to 100 rows and
+its origin reads stay few; readers merge the buckets back into key order.
+
+Keys: a row's PartitionKey is `<migration>~<table>~<bucket, two digits>`; a table's intents live in
+`<migration>~<table>~!`. Readers rely on two orderings, which hold because map names are `[a-z0-9_]`
+and migration ids `m-<hex>` (neither contains `~`): every partition of a table sorts below
+`<migration>~<table>~\x7f` (`tables` skips past it), and `!` sorts below the digits (a range from `~0`
+to `~:` holds a table's rows and not its intents). `BUCKETS` and `_BLOCK` are part of the storage
+format: changing either moves rows to other partitions, where a re-run would no longer find them. A
+journal written before the buckets (one partition per table, before 2026-12-01; nothing was deployed)
+is refused (`JournalLayoutOutdated`), not read as empty.
+
 Write-ahead intents: before a load creates records it `announce`s their source ids as ONE intent entity
-per write (RowKey `!intent-<uuid>`, which sorts before every row key, in the rows' own partition), not one
-entity per row; once the batch's rows are journaled it `settle`s (deletes) its intents. Readers merge them:
-an announced id with no row of its own reads as a row `failed` / origin `created` / code
-`write_in_progress` (a host stopped between the write and its journal), so `entries` and
-`existing_origins` see exactly what one write-ahead row per record used to give.
+per write (RowKey `!intent-<uuid>` in the table's intent partition), not one entity per row; once the
+batch's rows are journaled it `settle`s (deletes) its intents. Readers merge them: an announced id with
+no row of its own reads as a row `failed` / origin `created` / code `write_in_progress` (a host stopped
+between the write and its journal), so `entries` and `existing_origins` see exactly what one write-ahead
+row per record used to give.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import re
 import time
 import uuid
+import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Literal
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.core.rest import HttpRequest
 from azure.data.tables import TableServiceClient, UpdateMode
 from pydantic import BaseModel, ConfigDict
+
+from shared.errors import JournalLayoutOutdated
 
 log = logging.getLogger("bridgework.journal")
 
@@ -46,8 +65,19 @@ _BACKOFF_SECONDS = 0.5
 WRITE_IN_PROGRESS = "write_in_progress"
 """Code of a row whose write started and whose outcome was never recorded (an unsettled intent)."""
 _INTENT_PREFIX = "!intent-"
-"""RowKey prefix of intents: `!` sorts before the digits every row key starts with (`row_key`), so a
-partition's intents come first in a scan and never fall inside a row-key range."""
+"""RowKey prefix of intents: a marker only (they have a partition of their own, `_intent_partition`)."""
+BUCKETS = 64
+"""Row partitions per (migration, table); part of the storage format (see the module doc). Azure alone
+would need fewer: a few partitions at ~2,000 entities/s each are above what Dataverse's limits let
+several application users write. 64 is for Azurite, whose cost per upsert grows with the partition's
+size (LokiJS scans the partition for the RowKey); bench/README.md has the figures of 1, 16 and 64."""
+_PAGE = 1_000
+"""Entities per query page (the service's maximum)."""
+_MERGE_PAGE = 250
+"""Entities per page when a table's buckets are merged: the merge holds one page of every bucket."""
+_BLOCK = 3
+"""Ids that differ only in their last `_BLOCK` characters share a bucket (1,000 consecutive numbers);
+part of the storage format."""
 _INTENT_CHARS_PER_PROPERTY = 30_000
 """A Table string property holds 64 KiB of UTF-16: 32K characters; the ids' JSON is split below that."""
 _INTENT_PROPERTIES = 12
@@ -93,6 +123,23 @@ def row_key(source_id: str) -> str:
     return f"{len(source_id):04d}-{quote(source_id, safe='')}"
 
 
+def bucket(source_id: str) -> int:
+    """The row's partition among its table's `BUCKETS` (crc32: the same in every process and release)."""
+    return zlib.crc32(source_id[:-_BLOCK].encode()) % BUCKETS
+
+
+def _bucket_partition(migration_id: str, table: str, number: int) -> str:
+    return f"{migration_id}~{table}~{number:02d}"
+
+
+def _intent_partition(migration_id: str, table: str) -> str:
+    return f"{migration_id}~{table}~!"
+
+
+def _table_of(partition: str) -> str:
+    return partition.split("~")[1]
+
+
 class Journal:
     """Writes and reads journal rows in the `<prefix>journal` table."""
 
@@ -103,30 +150,55 @@ class Journal:
         self._lean = all(hasattr(self._table, name) for name in ("_client", "_primary_hostname", "scheme"))
 
     @staticmethod
-    def partition(migration_id: str, table: str) -> str:
-        return f"{migration_id}~{table}"
+    def partition(migration_id: str, table: str, source_id: str) -> str:
+        """The PartitionKey of one row."""
+        return _bucket_partition(migration_id, table, bucket(source_id))
+
+    def own_rows(self, migration_id: str, table: str, source_ids: Iterable[str], select: list[str] | None = None,
+                 where: str | None = None) -> Iterator[tuple[str, dict]]:
+        """(source id, entity) of those of these ids that have a row of their own (intents not merged).
+
+        One query per bucket the ids fall in, over the RowKey range they span there (a bundle part's
+        rows when its ids are consecutive): on Azure an index range, so a batch's cost does not grow with
+        the rows before it (Azurite scans the whole table per query). `where` filters further,
+        server-side (an OData clause over the row's properties)."""
+        keys = {row_key(source_id): source_id for source_id in source_ids}
+        by_bucket: dict[int, list[str]] = {}
+        for key, source_id in keys.items():
+            by_bucket.setdefault(bucket(source_id), []).append(key)
+        query = "PartitionKey eq @pk and RowKey ge @low and RowKey le @high" + (f" and ({where})" if where else "")
+        for number, bucket_keys in sorted(by_bucket.items()):
+            for entity in self._table.query_entities(query, select=None if select is None else ["RowKey", *select],
+                                                     parameters={
+                    "pk": _bucket_partition(migration_id, table, number), "low": min(bucket_keys), "high": max(bucket_keys)}):
+                source_id = keys.get(entity["RowKey"])
+                if source_id is not None:
+                    yield source_id, entity
+
+    def entries_of(self, migration_id: str, table: str, source_ids: Iterable[str]) -> dict[str, JournalEntry]:
+        """The entries of these rows only, by source id (`entries` merged the same way: a row of its own
+        wins over an intent), read as `own_rows` reads: a batch's rows, not its whole map."""
+        wanted = set(source_ids)
+        if not wanted:
+            return {}
+        fields = set(JournalEntry.model_fields)
+        found = {source_id: JournalEntry.model_validate({k: v for k, v in entity.items() if k in fields})
+                 for source_id, entity in self.own_rows(migration_id, table, wanted)}
+        for intent in self._intents(migration_id, table):
+            for _, entry in _Intent.of(intent).entries(migration_id, table):
+                if entry.source_id in wanted:
+                    found.setdefault(entry.source_id, entry)
+        return found
 
     def existing_origins(self, migration_id: str, table: str, source_ids: Iterable[str]) -> dict[str, TOrigin]:
         """The recorded origin of these rows, so a re-run keeps 'created' rather than 'preexisting'.
-
-        Reads only the RowKey range the wanted ids span (one bundle part's rows when its ids are
-        consecutive), not the whole partition: a batch's cost no longer grows with the rows before it.
         Ids only announced (an unsettled intent) are `created`."""
         wanted = set(source_ids)
         if not wanted:
             return {}
-        keys = sorted(row_key(source_id) for source_id in wanted)
-        partition = self.partition(migration_id, table)
-        found: dict[str, TOrigin] = {}
-        for entity in self._table.query_entities(
-            "PartitionKey eq @pk and RowKey ge @low and RowKey le @high",
-            parameters={"pk": partition, "low": keys[0], "high": keys[-1]},
-            select=["RowKey", "origin"],
-        ):
-            source_id = unquote(entity["RowKey"].split("-", 1)[1])
-            if source_id in wanted:
-                found[source_id] = entity["origin"]
-        for entity in self._intents(partition):
+        found: dict[str, TOrigin] = {source_id: entity["origin"]
+                                     for source_id, entity in self.own_rows(migration_id, table, wanted, ["origin"])}
+        for entity in self._intents(migration_id, table):
             for source_id in _Intent.of(entity).ids:
                 if source_id in wanted and source_id not in found:
                     found[source_id] = "created"
@@ -139,7 +211,7 @@ class Journal:
         `source_ids`) when the record ids are known in advance (tables addressed by a derived id)."""
         if not source_ids:
             return []
-        partition = self.partition(migration_id, table)
+        partition = _intent_partition(migration_id, table)
         entities: list[dict] = []
         for ids, targets in _intent_pieces(source_ids, target_ids):
             payload = json.dumps({"ids": ids, "targets": targets}, separators=(",", ":"))
@@ -163,22 +235,21 @@ class Journal:
         """Delete intents whose rows are journaled now (call only after `record` of those rows returned)."""
         if not intents:
             return
-        partition = self.partition(migration_id, table)
+        partition = _intent_partition(migration_id, table)
         for start in range(0, len(intents), _TRANSACTION):
             self._submit([("delete", {"PartitionKey": partition, "RowKey": key})
                           for key in intents[start : start + _TRANSACTION]])
         log.info("journal wrote %d entities in %d transactions", len(intents), -(-len(intents) // _TRANSACTION))
 
-    def _intents(self, partition: str) -> Iterator[dict]:
+    def _intents(self, migration_id: str, table: str) -> Iterator[dict]:
         return iter(self._table.query_entities(
-            "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
-            parameters={"pk": partition, "low": _INTENT_PREFIX, "high": _INTENT_PREFIX[:-1] + "."}))
+            "PartitionKey eq @pk", parameters={"pk": _intent_partition(migration_id, table)}))
 
     def record(self, entries: list[JournalEntry]) -> None:
         """Upsert entries (idempotent), grouped into Table transactions per partition."""
         by_partition: dict[str, dict[str, dict]] = {}
         for entry in entries:
-            entity = {"PartitionKey": self.partition(entry.migration_id, entry.table),
+            entity = {"PartitionKey": self.partition(entry.migration_id, entry.table, entry.source_id),
                       "RowKey": row_key(entry.source_id), **entry.model_dump(mode="json")}
             entity = {key: value for key, value in entity.items() if value is not None}
             # One row per key, the last wins: a transaction refuses two operations on one entity.
@@ -267,37 +338,65 @@ class Journal:
         return len(statuses) == len(operations) and all(status.startswith(b"2") for status in statuses)
 
     def entries(self, migration_id: str, table: str | None = None) -> Iterator[JournalEntry]:
-        """Every entry of a migration (optionally one table), in partition and key order; ids of an
-        unsettled intent without a row of their own come as write-ahead entries (see the module doc)."""
-        if table is not None:
-            query, parameters = "PartitionKey eq @pk", {"pk": self.partition(migration_id, table)}
-        else:
-            query = "PartitionKey ge @low and PartitionKey lt @high"
-            parameters = {"low": f"{migration_id}~", "high": f"{migration_id}~\x7f"}
+        """Every entry of a migration (optionally one table), tables by name and rows in key order within
+        a table; ids of an unsettled intent without a row of their own come as write-ahead entries."""
+        for name in [table] if table is not None else self.tables(migration_id):
+            yield from self._table_entries(migration_id, name)
+
+    def tables(self, migration_id: str) -> list[str]:
+        """The tables a migration has journal rows or intents in, by name. One single-entity query per
+        table: each skips past the whole key range of the table it found (a skip scan, not a read of
+        every row)."""
+        found: list[str] = []
+        low, high = f"{migration_id}~", f"{migration_id}~\x7f"
+        while True:
+            pages = self._table.query_entities("PartitionKey ge @low and PartitionKey lt @high", select=["PartitionKey"],
+                                               parameters={"low": low, "high": high}, results_per_page=1)
+            first = next(iter(pages), None)
+            if first is None:
+                return sorted(found)
+            if first["PartitionKey"].count("~") != 2:
+                raise JournalLayoutOutdated(migration_id)
+            found.append(_table_of(first["PartitionKey"]))
+            low = f"{migration_id}~{found[-1]}~\x7f"  # past every partition of that table
+
+    def _table_entries(self, migration_id: str, table: str) -> Iterator[JournalEntry]:
         fields = set(JournalEntry.model_fields)
-        partition: str | None = None
-        pending: list[tuple[str, JournalEntry]] = []
-        """Write-ahead entries of this partition's intents, by row key; `pending[passed:]` are still ahead."""
+        announced: dict[str, JournalEntry] = {}
+        for intent in self._intents(migration_id, table):
+            for key, entry in _Intent.of(intent).entries(migration_id, table):
+                announced.setdefault(key, entry)  # twin deliveries may announce the same id twice: one entry
+        # Write-ahead entries by row key; `pending[passed:]` are still ahead of the merged rows.
+        pending = sorted(announced.items(), key=lambda item: item[0])
         passed = 0
-        for entity in self._table.query_entities(query, parameters=parameters):
-            if entity["PartitionKey"] != partition:
-                yield from (entry for _, entry in pending[passed:])
-                partition, pending, passed = entity["PartitionKey"], [], 0
-            if entity["RowKey"].startswith(_INTENT_PREFIX):
-                # Intents sort first in their partition: every row of theirs is still to come.
-                merged = dict(pending)  # twin deliveries may announce the same id twice: one entry
-                merged.update({key: entry for key, entry in _Intent.of(entity).entries(migration_id, partition)
-                               if key not in merged})
-                pending = sorted(merged.items(), key=lambda item: item[0])
-                continue
-            row_key = entity["RowKey"]
-            while passed < len(pending) and pending[passed][0] <= row_key:
-                key, entry = pending[passed]
+        for entity in self._rows_in_key_order(migration_id, table):
+            key = entity["RowKey"]
+            while passed < len(pending) and pending[passed][0] <= key:
+                announced_key, entry = pending[passed]
                 passed += 1
-                if key != row_key:  # a row of its own wins over the intent
+                if announced_key != key:  # a row of its own wins over the intent
                     yield entry
-            yield JournalEntry.model_validate({key: value for key, value in entity.items() if key in fields})
+            yield JournalEntry.model_validate({name: value for name, value in entity.items() if name in fields})
         yield from (entry for _, entry in pending[passed:])
+
+    def _rows_in_key_order(self, migration_id: str, table: str) -> Iterator[dict]:
+        """A table's rows (not its intents) in RowKey order. The first query reads the table's whole key
+        range: when it comes back complete (no continuation: on Azurite, a table of up to 1,000 rows; Azure
+        may also stop a page where a query crosses partitions) it is sorted here. Otherwise the rows come
+        from a lazy merge of the buckets' own queries (each in key order), holding one page per bucket,
+        never the table; that first page is then read again."""
+        pages = self._table.query_entities("PartitionKey ge @low and PartitionKey lt @high", results_per_page=_PAGE,
+                                           parameters={"low": f"{migration_id}~{table}~0",  # the buckets' digits,
+                                                       "high": f"{migration_id}~{table}~:"}  # not the intents' `!`
+                                           ).by_page()
+        first = list(next(pages, []))
+        if pages.continuation_token is None:
+            yield from sorted(first, key=lambda entity: entity["RowKey"])
+            return
+        buckets = [self._table.query_entities("PartitionKey eq @pk", results_per_page=_MERGE_PAGE,
+                                              parameters={"pk": _bucket_partition(migration_id, table, number)})
+                   for number in range(BUCKETS)]
+        yield from heapq.merge(*buckets, key=lambda entity: entity["RowKey"])
 
 
 class _Intent(BaseModel):
@@ -315,8 +414,7 @@ class _Intent(BaseModel):
         return cls(ids=payload["ids"], targets=payload["targets"], batch=entity["batch"],
                    target_table=entity.get("target_table"), at=entity["at"])
 
-    def entries(self, migration_id: str, partition: str) -> list[tuple[str, JournalEntry]]:
-        table = partition.split("~", 1)[1]
+    def entries(self, migration_id: str, table: str) -> list[tuple[str, JournalEntry]]:
         targets = self.targets or [None] * len(self.ids)
         out = {source_id: JournalEntry(
             migration_id=migration_id, table=table, source_id=source_id, target_table=self.target_table,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from azure.data.tables import TableServiceClient
 
-from shared.state.journal import Journal, JournalEntry
+from shared.errors import JournalLayoutOutdated
+from shared.state.journal import Journal, JournalEntry, bucket
 
 T = datetime(2026, 11, 30, tzinfo=UTC)
 
@@ -109,3 +111,95 @@ def test_two_entries_of_one_record_in_one_call_keep_the_last_instead_of_failing_
     journal.record([_entry("7", action="updated", origin="none"), _entry("8"), _entry("7", action="failed")])
     entries = {e.source_id: e for e in journal.entries("m-1", "patient")}
     assert set(entries) == {"7", "8"} and entries["7"].action == "failed"
+
+
+def _partitions(journal: Journal) -> dict[str, int]:
+    """Rows per PartitionKey, read from the table itself."""
+    counts: dict[str, int] = {}
+    for entity in journal._table.list_entities(select=["PartitionKey"]):  # noqa: SLF001 - the layout under test
+        counts[entity["PartitionKey"]] = counts.get(entity["PartitionKey"], 0) + 1
+    return counts
+
+
+def test_a_large_map_is_spread_over_partitions_and_read_back_in_key_order(
+        storage_connection_string: str, unique_name: str):
+    # One partition per map made a 100k load quadratic on Azurite and caps it at ~2,000 entities/s in Azure.
+    journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
+    ids = [str(i) for i in range(1, 20_001)]
+    journal.record([_entry(source_id) for source_id in reversed(ids)])
+    partitions = _partitions(journal)
+    assert sum(partitions.values()) == 20_000
+    assert len(partitions) >= 8 and max(partitions.values()) <= 20_000 // 4, partitions
+    assert [e.source_id for e in journal.entries("m-1", "patient")] == ids, "merged back into key order"
+
+
+def test_a_part_of_consecutive_ids_reads_only_its_own_rows_from_a_few_partitions(
+        storage_connection_string: str, unique_name: str):
+    journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
+    journal.record([_entry(str(i)) for i in range(1, 12_001)])
+    queried: list[str] = []
+    read: list[str] = []
+    query = journal._table.query_entities
+
+    def counting(*args, **kwargs):
+        queried.append(kwargs["parameters"]["pk"])
+        for entity in query(*args, **kwargs):
+            read.append(entity["RowKey"])
+            yield entity
+
+    journal._table.query_entities = counting  # type: ignore[method-assign]
+    part = [str(i) for i in range(1_995, 7_005)]  # in seven blocks of a thousand ids (1xxx to 7xxx)
+    assert journal.existing_origins("m-1", "patient", part) == {sid: "created" for sid in part}
+    assert len(read) == len(part), "no row outside the part"
+    assert len(set(queried)) == len(queried) <= 8, queried  # one query per bucket, and the intents
+
+
+def test_tables_whose_names_share_a_prefix_come_back_whole_and_by_name(
+        storage_connection_string: str, unique_name: str):
+    # "patient~..." sorts after "patient_note~...": a reader must not interleave or lose either table.
+    journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
+    note = [_entry(str(i)).model_copy(update={"table": "patient_note"}) for i in range(1, 2_501)]
+    journal.record([_entry(str(i)) for i in range(1, 2_501)] + note)
+    journal.announce("m-1", "appointment", "appointment/0", "appointment", ["9"])
+    assert journal.tables("m-1") == ["appointment", "patient", "patient_note"]
+    assert [(e.table, e.source_id) for e in journal.entries("m-1")] == (
+        [("appointment", "9")] + [("patient", str(i)) for i in range(1, 2_501)]
+        + [("patient_note", str(i)) for i in range(1, 2_501)])
+    assert journal.tables("m-2") == [] and list(journal.entries("m-2")) == []
+
+
+def test_small_tables_whose_names_share_a_prefix_are_each_read_whole_in_one_query(
+        storage_connection_string: str, unique_name: str):
+    # Under a page, a table is read through its whole key range at once: that range must hold its own
+    # buckets and nothing of "patient_note".
+    journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
+    note = [_entry(str(i)).model_copy(update={"table": "patient_note"}) for i in range(990, 1_010)]
+    journal.record([_entry(str(i)) for i in range(995, 1_005)] + note)
+    assert [e.source_id for e in journal.entries("m-1", "patient")] == [str(i) for i in range(995, 1_005)]
+    assert [(e.table, e.source_id) for e in journal.entries("m-1")] == (
+        [("patient", str(i)) for i in range(995, 1_005)] + [("patient_note", str(i)) for i in range(990, 1_010)])
+
+
+def test_the_bucket_of_an_id_never_changes():
+    # The bucket is part of the stored key: a release that moved ids to other buckets would make a re-run
+    # miss every row journaled before it (and a rollback keep what the migration created).
+    assert (bucket("7"), bucket("12345"), bucket("12999"), bucket("13000"), bucket("P-1|2")) == (0, 13, 13, 27, 30)
+
+
+def test_entries_of_some_rows_read_those_rows_with_their_intents(storage_connection_string: str, unique_name: str):
+    journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
+    journal.record([_entry(str(i)) for i in range(990, 1_010) if i not in (999, 1_003)])
+    journal.announce("m-1", "patient", "patient/1", "contact", ["999", "1003", "1004"])
+    found = journal.entries_of("m-1", "patient", ["998", "999", "1003", "1004", "5000"])
+    assert {sid: (e.action, e.code) for sid, e in found.items()} == {
+        "998": ("created", None), "999": ("failed", "write_in_progress"),
+        "1003": ("failed", "write_in_progress"), "1004": ("created", None)}, "a row of its own wins"
+    assert journal.entries_of("m-1", "patient", []) == {}
+
+
+def test_a_journal_in_the_layout_before_the_buckets_is_refused_not_read_as_empty(
+        storage_connection_string: str, unique_name: str):
+    journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
+    journal._table.upsert_entity({"PartitionKey": "m-1~patient", "RowKey": "0001-1", "action": "created"})  # noqa: SLF001
+    with pytest.raises(JournalLayoutOutdated, match="m-1"):
+        list(journal.entries("m-1"))

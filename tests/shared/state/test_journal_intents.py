@@ -105,3 +105,17 @@ def test_a_settle_sent_again_after_a_lost_answer_still_deletes_the_rest(
     journal.settle("m-1", "patient", first)
     journal.settle("m-1", "patient", first + second)  # the first is gone: the transaction falls back
     assert list(journal.entries("m-1", "patient")) == []
+
+
+def test_intents_between_rows_of_several_buckets_merge_into_key_order(storage_connection_string: str, unique_name: str):
+    # 995-999 and 1000-1004 fall in different buckets; a table of 10 rows is read in one query, one of
+    # 1,200 through the merge of its buckets: both keep key order with the intents in their place.
+    for size in (10, 1_200):
+        journal = _journal(storage_connection_string, f"{unique_name}{size}")
+        ids = [str(i) for i in range(995, 995 + size)]
+        announced = {"999", "1003", ids[-1]}
+        journal.record([_entry(sid) for sid in ids if sid not in announced])
+        journal.announce("m-1", "patient", "patient/1", "contact", sorted(announced | {"1004"}))
+        entries = list(journal.entries("m-1", "patient"))
+        assert [e.source_id for e in entries] == ids, size
+        assert {e.source_id for e in entries if e.code == WRITE_IN_PROGRESS} == announced, size

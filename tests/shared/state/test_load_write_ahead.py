@@ -67,7 +67,7 @@ async def _forget(rt: Runtime, migration: Migration, rows: dict[str, str], targe
             await client.request("DELETE", f"{info.entity_set_name}({target_id})")
     table = rt.journal._table  # noqa: SLF001 - the test removes rows the API never deletes
     for source_id in rows:
-        table.delete_entity(Journal.partition(migration.migration_id, MAP), row_key(source_id))
+        table.delete_entity(Journal.partition(migration.migration_id, MAP, source_id), row_key(source_id))
 
 
 def test_a_batch_stopped_between_its_write_and_its_journal_leaves_its_records_created(
