@@ -538,14 +538,15 @@ async def _preexisting(rt: Runtime, migration: Migration, client: DataverseClien
             fresh = await reader.read(target.primary_id, found.matched,
                                       {sid: {**payloads.get(sid, {}), target.key_column: sid} for sid in found.matched},
                                       skip=skip)
-            images.update({sid: ref for sid, ref in store_images(rt, mid, batch, fresh).items() if sid not in images})
+            stored = await asyncio.to_thread(store_images, rt, mid, batch, fresh)
+            images.update({sid: ref for sid, ref in stored.items() if sid not in images})
     elif table_map.action == "update" and table_map.key.parent and spec.table(table_map.key.parent).match:
-        parents = rt.journal.existing_origins(mid, table_map.key.parent, wanted)
+        parents = await asyncio.to_thread(rt.journal.existing_origins, mid, table_map.key.parent, wanted)
         missing = sorted(sid for sid in wanted if parents.get(sid) == "preexisting" and sid not in images)
         if missing:
             fresh = await reader.read(target.key_column, {sid: sid for sid in missing},
                                       {sid: payloads.get(sid, {}) for sid in missing}, skip=skip | {target.key_column})
-            images.update(store_images(rt, mid, batch, fresh))
+            images.update(await asyncio.to_thread(store_images, rt, mid, batch, fresh))
     return found, images
 
 

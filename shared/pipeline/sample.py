@@ -26,8 +26,10 @@ from pydantic import BaseModel, computed_field
 
 from shared.dataverse.client import DataverseClient
 from shared.dataverse.schema import read_table
+from shared.dentrix.reader import BundleReader
 from shared.mapping.rows import record_key, split_deferred, transform_row
 from shared.mapping.spec import MappingSpec, TableMap
+from shared.mapping.transforms import TransformContext
 from shared.pipeline import load
 from shared.pipeline.bundle import open_bundle
 from shared.pipeline.mapping import approved_mapping
@@ -157,12 +159,15 @@ async def diff_sample(rt: Runtime, migration: Migration, patients: list[str] | N
     choice of `size`; either way closed over the contacts its rows point at, as the sample load does.
     Records are read back hundreds per GET (shared/pipeline/readback.py); `per_record` reads them the
     old way, one GET per record and per expected lookup, to show both give the same report."""
-    spec = approved_mapping(rt, migration).spec
-    reader = open_bundle(rt, migration)
-    by_patient = strata(reader)
-    if scope is None:
-        scope = build_scope(reader, spec, patients if patients is not None else select_sample(reader, size),
-                            size=size)
+    def choose() -> tuple[MappingSpec, BundleReader, dict[str, str], SampleScope]:
+        spec = approved_mapping(rt, migration).spec
+        reader = open_bundle(rt, migration)
+        chosen_scope = scope or build_scope(
+            reader, spec, patients if patients is not None else select_sample(reader, size), size=size)
+        return spec, reader, strata(reader), chosen_scope
+
+    # Reading the bundle is synchronous work: in a thread, off the event loop the Dataverse reads share.
+    spec, reader, by_patient, scope = await asyncio.to_thread(choose)
     chosen = set(scope.patients)
     tables: list[TableStat] = []
     fields: dict[tuple[str, str], FieldStat] = {}
@@ -176,23 +181,8 @@ async def diff_sample(rt: Runtime, migration: Migration, patients: list[str] | N
                 continue
             stat = TableStat(map=table_map.name, target_table=table_map.target_table)
             tables.append(stat)
-            rows = [r for r in _rows(reader, table_map.source_table)
-                    if table_map.selects(r) and in_sample(table_map.source_table, r, scope)]
-            ctx = context
-            if load.child_tables_of(table_map):
-                own = {str(r.get(table_map.key.columns[0])) for r in rows}
-                ctx = dataclasses.replace(context, children=load._children_for(reader, table_map, own), cache={})
+            ctx, work = await asyncio.to_thread(_expected, reader, table_map, scope, context)
             target = load._target(spec, table_map, ctx, {})
-            work = []
-            for row in rows:
-                payload, errors = transform_row(table_map, row, ctx)
-                if any(e.fatal for e in errors):
-                    continue  # quarantined, never written: the audit log accounts for it
-                payload, _ = split_deferred(payload, set())
-                sid = record_key(table_map, row, ctx)
-                if not sid:
-                    continue
-                work.append((row, sid, payload))
             records = await _read_back(readback, target, work, spec.source_id_column, per_record)
             for (row, sid, payload), record in zip(work, records, strict=True):
                 stat.records += 1
@@ -231,6 +221,28 @@ async def diff_sample(rt: Runtime, migration: Migration, patients: list[str] | N
                       checks=named_checks(field_list), mismatches=mismatches,
                       fields_checked=sum(f.checked for f in field_list),
                       fields_matched=sum(f.matched for f in field_list))
+
+
+def _expected(reader: BundleReader, table_map: TableMap, scope: SampleScope, context: TransformContext
+              ) -> tuple[TransformContext, list[tuple[dict[str, Any], str, dict[str, Any]]]]:
+    """The map's sampled rows as (row, source id, expected payload), and the transform context they used;
+    rows the transform quarantines are left out (never written: the audit log accounts for them)."""
+    rows = [r for r in _rows(reader, table_map.source_table)
+            if table_map.selects(r) and in_sample(table_map.source_table, r, scope)]
+    ctx = context
+    if load.child_tables_of(table_map):
+        own = {str(r.get(table_map.key.columns[0])) for r in rows}
+        ctx = dataclasses.replace(context, children=load._children_for(reader, table_map, own), cache={})
+    work = []
+    for row in rows:
+        payload, errors = transform_row(table_map, row, ctx)
+        if any(e.fatal for e in errors):
+            continue
+        payload, _ = split_deferred(payload, set())
+        sid = record_key(table_map, row, ctx)
+        if sid:
+            work.append((row, sid, payload))
+    return ctx, work
 
 
 async def _read_back(readback: RecordReader, target: Any, work: list[tuple[dict[str, Any], str, dict[str, Any]]],

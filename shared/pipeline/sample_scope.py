@@ -15,7 +15,7 @@ read it from there, so Durable inputs carry a mode flag, never the patient list.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -73,11 +73,14 @@ def in_sample(source_table: str, row: dict[str, Any], scope: SampleScope) -> boo
 # -- choosing the patients -------------------------------------------------------------------------------
 
 
-def rows_of(reader: BundleReader, table: str) -> Iterable[dict[str, Any]]:
-    """Every valid row of a bundle table as a dict (an empty list when the bundle lacks the table)."""
+def rows_of(reader: BundleReader, table: str) -> Iterator[dict[str, Any]]:
+    """Every valid row of a bundle table as a dict, streamed (none when the bundle lacks the table): a
+    large practice's table is never held whole."""
     if table not in {entry.name for entry in reader.manifest.tables}:
-        return []
-    return [item.row.model_dump() for item in reader.iter_table(table) if isinstance(item, LoadedRow)]
+        return
+    for item in reader.iter_table(table):
+        if isinstance(item, LoadedRow):
+            yield item.row.model_dump()
 
 
 def strata(reader: BundleReader) -> dict[str, str]:
@@ -165,8 +168,11 @@ def build_scope(reader: BundleReader, spec: MappingSpec, patients: Iterable[str]
     references: dict[str, dict[str, dict[str, Any]]] = {}
     for table in hop_tables:
         key = get_table(table).key
-        references[table] = {str(row[key]): row for row in rows_of(reader, table)}
-    rows = {table_map.source_table: list(rows_of(reader, table_map.source_table)) for table_map, _ in links}
+        # Only the columns a hop reads: the table's rows are referenced, not kept.
+        columns = {hop.column for _, paths in links for path in paths for hop in parse_path(path)[1]
+                   if hop.table == table}
+        references[table] = {str(row[key]): {c: row.get(c) for c in columns} for row in rows_of(reader, table)}
+    patient_rows: list[dict[str, Any]] = []
     scope = SampleScope(patients=patients, contacts=list(patients), size=size, seed=seed)
     first = True
     while True:
@@ -174,7 +180,12 @@ def build_scope(reader: BundleReader, spec: MappingSpec, patients: Iterable[str]
         for table_map, paths in links:
             if not first and table_map.source_table != PATIENT_TABLE:
                 continue  # only the contact rows depend on the contacts found so far
-            for row in rows[table_map.source_table]:
+            if table_map.source_table == PATIENT_TABLE:  # read again on every pass: kept (one row per patient)
+                patient_rows = patient_rows or list(rows_of(reader, PATIENT_TABLE))
+                source: Iterable[dict[str, Any]] = patient_rows
+            else:  # read on the first pass only: streamed
+                source = rows_of(reader, table_map.source_table)
+            for row in source:
                 if table_map.selects(row) and in_sample(table_map.source_table, row, scope):
                     found.update(v for v in (_resolve(p, row, references) for p in paths) if v is not None)
         if len(found) == len(scope.contacts):
