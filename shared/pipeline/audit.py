@@ -40,7 +40,24 @@ def audit_lines(rt: Runtime, migration_id: str, *, table: str | None = None, act
         yield _line(_cells(entry))
 
 
+CHUNK_BYTES = 1 << 20
+"""Lines are gathered into chunks of about this size on their way to Blob."""
+
+
 def write_audit(rt: Runtime, migration_id: str) -> str:
-    """Keep the whole audit log in Blob next to the final report; returns its artifact path."""
-    data = "".join(audit_lines(rt, migration_id)).encode()
-    return rt.artifacts.put_bytes(migration_id, AUDIT_CSV, data, "text/csv; charset=utf-8")
+    """Keep the whole audit log in Blob next to the final report, streamed; returns its artifact path."""
+    return rt.artifacts.put_stream(migration_id, AUDIT_CSV, _chunks(audit_lines(rt, migration_id)),
+                                   "text/csv; charset=utf-8")
+
+
+def _chunks(lines: Iterator[str]) -> Iterator[bytes]:
+    held: list[bytes] = []
+    size = 0
+    for line in lines:
+        held.append(line.encode())
+        size += len(held[-1])
+        if size >= CHUNK_BYTES:
+            yield b"".join(held)
+            held, size = [], 0
+    if held:
+        yield b"".join(held)

@@ -21,13 +21,14 @@ map, mismatched records / expected records) beyond the tolerance anywhere recomm
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import html
 import io
 import math
 import random
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, computed_field
 
@@ -37,6 +38,7 @@ from shared.mapping.spec import MappingSpec, TableMap
 from shared.pipeline import load, sample
 from shared.pipeline.bundle import open_bundle
 from shared.pipeline.closed import CLOSED_READ_ONLY
+from shared.pipeline.cutover import CLEARED
 from shared.pipeline.mapping import approved_mapping
 from shared.pipeline.overlay import materialise
 from shared.pipeline.preexisting import lookup_attribute
@@ -157,6 +159,35 @@ def _retained(rt: Runtime, migration: Migration) -> dict[str, set[str]]:
     return out
 
 
+class _Journaled(NamedTuple):
+    """A map's journal as the sets of source ids reconciliation compares."""
+
+    set_aside: set[str]
+    written: set[str]
+    """Written (created, updated, unchanged), not counting `cleared`."""
+    cleared: set[str]
+    deleted: set[str]
+    read_only: set[str]
+
+
+def _journaled(rt: Runtime, migration_id: str, map_name: str) -> _Journaled:
+    """One pass over a map's journal keeping ids only: a large map's entries are never held."""
+    out = _Journaled(set(), set(), set(), set(), set())
+    for entry in rt.journal.entries(migration_id, map_name):
+        if entry.action in ("quarantined", "skipped"):
+            out.set_aside.add(entry.source_id)
+        elif entry.action == "updated" and entry.code == CLEARED:
+            out.cleared.add(entry.source_id)
+        elif entry.action == "deleted":
+            out.deleted.add(entry.source_id)
+        if entry.action in WRITTEN:
+            out.written.add(entry.source_id)
+        if entry.code == CLOSED_READ_ONLY:
+            out.read_only.add(entry.source_id)
+    out.written.difference_update(out.cleared)
+    return out
+
+
 async def _holding(client: Any, spec: MappingSpec, table_map: TableMap, entity_set: str, key_column: str
                    ) -> set[str]:
     """Source ids of the records an update map's columns hold a value in (its parent's key prefix)."""
@@ -174,8 +205,6 @@ async def _holding(client: Any, spec: MappingSpec, table_map: TableMap, entity_s
 
 async def reconcile(rt: Runtime, migration: Migration) -> Reconciliation:
     """Count and diff the migration's current source against the journal and Dataverse."""
-    from shared.pipeline.cutover import CLEARED
-
     chain = migration.cutover.applied_ids() if migration.cutover else []
     source_id = migration.bundle_id or ""
     if chain:
@@ -206,11 +235,8 @@ async def reconcile(rt: Runtime, migration: Migration) -> Reconciliation:
                     sid = record_key(table_map, row, context)
                     if sid:
                         selected.add(sid)
-            entries = list(rt.journal.entries(migration.migration_id, table_map.name))
-            set_aside = {e.source_id for e in entries if e.action in ("quarantined", "skipped")}
-            cleared = {e.source_id for e in entries if e.action == "updated" and e.code == CLEARED}
-            written = {e.source_id for e in entries if e.action in WRITTEN} - cleared
-            deleted = {e.source_id for e in entries if e.action == "deleted"}
+            journaled = await asyncio.to_thread(_journaled, rt, migration.migration_id, table_map.name)
+            set_aside, written, cleared, deleted, read_only = journaled
             keep = retained.get(table_map.name, set())
             expected = selected - set_aside
             target = load._target(spec, table_map, context, {})
@@ -226,7 +252,6 @@ async def reconcile(rt: Runtime, migration: Migration) -> Reconciliation:
             extra_journal = written - expected - keep
             missing_target = expected - in_target if in_target is not None else set()
             extra_target = in_target - expected - keep if in_target is not None else set()
-            read_only = {e.source_id for e in entries if e.code == CLOSED_READ_ONLY}
             kept, bad = split_read_only(table_map.name, [m for m in diff.mismatches if m.map == table_map.name],
                                         read_only)
             kept_all.extend(kept)

@@ -162,7 +162,7 @@ async def diff_sample(rt: Runtime, migration: Migration, patients: list[str] | N
     def choose() -> tuple[MappingSpec, BundleReader, dict[str, str], SampleScope]:
         spec = approved_mapping(rt, migration).spec
         reader = open_bundle(rt, migration)
-        chosen_scope = scope or build_scope(
+        chosen_scope = scope if scope is not None else build_scope(
             reader, spec, patients if patients is not None else select_sample(reader, size), size=size)
         return spec, reader, strata(reader), chosen_scope
 

@@ -11,6 +11,7 @@ Orchestrations pass these paths around, never the documents (Durable payloads st
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -43,6 +44,14 @@ class ArtifactStore:
     def put_bytes(self, migration_id: str, name: str, data: bytes, content_type: str) -> str:
         path = self.path(migration_id, name)
         self.container.upload_blob(path, data, overwrite=True,
+                                   content_settings=ContentSettings(content_type=content_type))
+        return path
+
+    def put_stream(self, migration_id: str, name: str, chunks: Iterable[bytes], content_type: str) -> str:
+        """Upload a document of unknown length from its chunks, a few MiB at a time (staged blocks), so a
+        large report is never held whole."""
+        path = self.path(migration_id, name)
+        self.container.upload_blob(path, chunks, overwrite=True,
                                    content_settings=ContentSettings(content_type=content_type))
         return path
 

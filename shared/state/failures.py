@@ -13,9 +13,10 @@ A progress row is per batch and overwritten by each delivery of that batch, so t
 - `cleared` of a cutover delta batch: failures an earlier batch journaled (the full run, the sample, an
   earlier delta) for rows this batch journals again; they are subtracted (this batch's own `errors` count
   the row again if it still fails). A delta batch reads them from the journal before it writes, for its
-  own rows only (one range read per journal bucket its ids fall in, filtered to failures) and, when any, keeps them in an artifact
-  (`progress/cleared/<stage>.json`) before its journal write, so a delivery after a crash between
-  the journal and the progress row still subtracts what the first delivery replaced.
+  own rows only (one range read per journal bucket its ids fall in, filtered to failures) and, when
+  any, keeps them in an artifact (`progress/cleared/<stage>.json`) before its journal write, so a
+  delivery after a crash between the journal and the progress row still subtracts what the first
+  delivery replaced.
 - Deletions of a delta never touch a failed or quarantined row (they are `not_migrated`), and the second
   pass journals nothing (a refused lookup fails the activity): neither changes the figure.
 

@@ -10,7 +10,7 @@ last three characters (`bucket`). One partition per table capped a large load: A
 serves about 2,000 entities/s per partition, and Azurite finds an entity by scanning its partition, which
 made each batch's journal write slower than the last (`python -m bench.bench_journal`). A bundle part (a
 run of consecutive ids) still touches a handful of partitions, so its transactions of up to 100 rows and
-its origin reads stay few; readers merge the buckets back into key order.
+its origin reads stay few.
 
 Keys: a row's PartitionKey is `<migration>~<table>~<bucket, two digits>`; a table's intents live in
 `<migration>~<table>~!`. Readers rely on two orderings, which hold because map names are `[a-z0-9_]`
@@ -31,7 +31,6 @@ row per record used to give.
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
 import re
@@ -73,8 +72,6 @@ several application users write. 64 is for Azurite, whose cost per upsert grows 
 size (LokiJS scans the partition for the RowKey); bench/README.md has the figures of 1, 16 and 64."""
 _PAGE = 1_000
 """Entities per query page (the service's maximum)."""
-_MERGE_PAGE = 250
-"""Entities per page when a table's buckets are merged: the merge holds one page of every bucket."""
 _BLOCK = 3
 """Ids that differ only in their last `_BLOCK` characters share a bucket (1,000 consecutive numbers);
 part of the storage format."""
@@ -168,9 +165,10 @@ class Journal:
             by_bucket.setdefault(bucket(source_id), []).append(key)
         query = "PartitionKey eq @pk and RowKey ge @low and RowKey le @high" + (f" and ({where})" if where else "")
         for number, bucket_keys in sorted(by_bucket.items()):
-            for entity in self._table.query_entities(query, select=None if select is None else ["RowKey", *select],
-                                                     parameters={
-                    "pk": _bucket_partition(migration_id, table, number), "low": min(bucket_keys), "high": max(bucket_keys)}):
+            parameters = {"pk": _bucket_partition(migration_id, table, number),
+                          "low": min(bucket_keys), "high": max(bucket_keys)}
+            for entity in self._table.query_entities(query, parameters=parameters,
+                                                     select=None if select is None else ["RowKey", *select]):
                 source_id = keys.get(entity["RowKey"])
                 if source_id is not None:
                     yield source_id, entity
@@ -185,7 +183,7 @@ class Journal:
         found = {source_id: JournalEntry.model_validate({k: v for k, v in entity.items() if k in fields})
                  for source_id, entity in self.own_rows(migration_id, table, wanted)}
         for intent in self._intents(migration_id, table):
-            for _, entry in _Intent.of(intent).entries(migration_id, table):
+            for entry in _Intent.of(intent).entries(migration_id, table):
                 if entry.source_id in wanted:
                     found.setdefault(entry.source_id, entry)
         return found
@@ -338,8 +336,10 @@ class Journal:
         return len(statuses) == len(operations) and all(status.startswith(b"2") for status in statuses)
 
     def entries(self, migration_id: str, table: str | None = None) -> Iterator[JournalEntry]:
-        """Every entry of a migration (optionally one table), tables by name and rows in key order within
-        a table; ids of an unsettled intent without a row of their own come as write-ahead entries."""
+        """Every entry of a migration (optionally one table), tables by name; within a table in storage
+        order (bucket, then key), then the ids of an unsettled intent without a row of their own as
+        write-ahead entries. No reader needs key order: sets, counts and the audit log (sort it to read it
+        by id)."""
         for name in [table] if table is not None else self.tables(migration_id):
             yield from self._table_entries(migration_id, name)
 
@@ -361,42 +361,23 @@ class Journal:
             low = f"{migration_id}~{found[-1]}~\x7f"  # past every partition of that table
 
     def _table_entries(self, migration_id: str, table: str) -> Iterator[JournalEntry]:
-        fields = set(JournalEntry.model_fields)
+        # Ids announced by an unsettled intent; those that turn out to have a row of their own are dropped
+        # (the row wins), the rest come after the table's rows as write-ahead entries.
         announced: dict[str, JournalEntry] = {}
         for intent in self._intents(migration_id, table):
-            for key, entry in _Intent.of(intent).entries(migration_id, table):
-                announced.setdefault(key, entry)  # twin deliveries may announce the same id twice: one entry
-        # Write-ahead entries by row key; `pending[passed:]` are still ahead of the merged rows.
-        pending = sorted(announced.items(), key=lambda item: item[0])
-        passed = 0
-        for entity in self._rows_in_key_order(migration_id, table):
-            key = entity["RowKey"]
-            while passed < len(pending) and pending[passed][0] <= key:
-                announced_key, entry = pending[passed]
-                passed += 1
-                if announced_key != key:  # a row of its own wins over the intent
-                    yield entry
-            yield JournalEntry.model_validate({name: value for name, value in entity.items() if name in fields})
-        yield from (entry for _, entry in pending[passed:])
-
-    def _rows_in_key_order(self, migration_id: str, table: str) -> Iterator[dict]:
-        """A table's rows (not its intents) in RowKey order. The first query reads the table's whole key
-        range: when it comes back complete (no continuation: on Azurite, a table of up to 1,000 rows; Azure
-        may also stop a page where a query crosses partitions) it is sorted here. Otherwise the rows come
-        from a lazy merge of the buckets' own queries (each in key order), holding one page per bucket,
-        never the table; that first page is then read again."""
-        pages = self._table.query_entities("PartitionKey ge @low and PartitionKey lt @high", results_per_page=_PAGE,
-                                           parameters={"low": f"{migration_id}~{table}~0",  # the buckets' digits,
-                                                       "high": f"{migration_id}~{table}~:"}  # not the intents' `!`
-                                           ).by_page()
-        first = list(next(pages, []))
-        if pages.continuation_token is None:
-            yield from sorted(first, key=lambda entity: entity["RowKey"])
-            return
-        buckets = [self._table.query_entities("PartitionKey eq @pk", results_per_page=_MERGE_PAGE,
-                                              parameters={"pk": _bucket_partition(migration_id, table, number)})
-                   for number in range(BUCKETS)]
-        yield from heapq.merge(*buckets, key=lambda entity: entity["RowKey"])
+            for entry in _Intent.of(intent).entries(migration_id, table):
+                announced.setdefault(entry.source_id, entry)  # twin deliveries may announce an id twice
+        fields = set(JournalEntry.model_fields)
+        # One query over the table's buckets (`~0` to `~:`: the digits, not the intents' `!`), pages of
+        # 1,000 in storage order: on Azurite every page is a scan of the whole table, so fewer is faster.
+        for entity in self._table.query_entities("PartitionKey ge @low and PartitionKey lt @high",
+                                                 parameters={"low": f"{migration_id}~{table}~0",
+                                                             "high": f"{migration_id}~{table}~:"},
+                                                 results_per_page=_PAGE):
+            entry = JournalEntry.model_validate({name: value for name, value in entity.items() if name in fields})
+            announced.pop(entry.source_id, None)
+            yield entry
+        yield from announced.values()
 
 
 class _Intent(BaseModel):
@@ -414,14 +395,14 @@ class _Intent(BaseModel):
         return cls(ids=payload["ids"], targets=payload["targets"], batch=entity["batch"],
                    target_table=entity.get("target_table"), at=entity["at"])
 
-    def entries(self, migration_id: str, table: str) -> list[tuple[str, JournalEntry]]:
+    def entries(self, migration_id: str, table: str) -> list[JournalEntry]:
+        """A write-ahead entry per announced id."""
         targets = self.targets or [None] * len(self.ids)
-        out = {source_id: JournalEntry(
+        return [JournalEntry(
             migration_id=migration_id, table=table, source_id=source_id, target_table=self.target_table,
             target_id=target, action="failed", origin="created", batch=self.batch, at=self.at,
             code=WRITE_IN_PROGRESS, reason="the write started; its outcome was not recorded")
-            for source_id, target in zip(self.ids, targets, strict=True)}
-        return [(row_key(source_id), entry) for source_id, entry in out.items()]
+            for source_id, target in zip(self.ids, targets, strict=True)]
 
 
 def _intent_pieces(source_ids: list[str], target_ids: list[str] | None

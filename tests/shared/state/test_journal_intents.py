@@ -25,21 +25,21 @@ def test_announced_rows_read_as_created_write_ahead_entries(storage_connection_s
     journal = _journal(storage_connection_string, unique_name)
     journal.announce("m-1", "patient", "patient/0", "contact", ["3", "10", "2"])
     entries = list(journal.entries("m-1", "patient"))
-    assert [e.source_id for e in entries] == ["2", "3", "10"], "in key order, like rows"
+    assert sorted(e.source_id for e in entries) == ["10", "2", "3"], "each announced id once, like rows"
     assert all(e.action == "failed" and e.origin == "created" and e.code == WRITE_IN_PROGRESS
                and e.target_table == "contact" and e.batch == "patient/0" and e.target_id is None for e in entries)
     assert journal.existing_origins("m-1", "patient", ["2", "10", "99"]) == {"2": "created", "10": "created"}
 
 
-def test_a_row_of_its_own_wins_over_the_intent_and_the_merge_keeps_key_order(
+def test_a_row_of_its_own_wins_over_the_intent(
         storage_connection_string: str, unique_name: str):
     journal = _journal(storage_connection_string, unique_name)
     journal.announce("m-1", "patient", "patient/0", "contact", ["1", "2", "3", "4"])
     journal.record([_entry("2", action="updated"), _entry("4", action="failed", origin="none"), _entry("5")])
     entries = list(journal.entries("m-1", "patient"))
-    assert [(e.source_id, e.action, e.code) for e in entries] == [
-        ("1", "failed", WRITE_IN_PROGRESS), ("2", "updated", None), ("3", "failed", WRITE_IN_PROGRESS),
-        ("4", "failed", None), ("5", "created", None)]
+    assert sorted((e.source_id, e.action, e.code or "") for e in entries) == [
+        ("1", "failed", WRITE_IN_PROGRESS), ("2", "updated", ""), ("3", "failed", WRITE_IN_PROGRESS),
+        ("4", "failed", ""), ("5", "created", "")]
     assert journal.existing_origins("m-1", "patient", ["1", "4"]) == {"1": "created", "4": "none"}, \
         "the row's own origin, not the intent's"
 
@@ -62,7 +62,7 @@ def test_twin_intents_of_the_same_rows_give_one_entry_each(storage_connection_st
     journal = _journal(storage_connection_string, unique_name)
     journal.announce("m-1", "patient", "patient/0", "contact", ["1", "2"])
     journal.announce("m-1", "patient", "patient/0", "contact", ["2", "3"])
-    assert [e.source_id for e in journal.entries("m-1", "patient")] == ["1", "2", "3"]
+    assert sorted(e.source_id for e in journal.entries("m-1", "patient")) == ["1", "2", "3"]
 
 
 def test_many_long_ids_split_over_entities_and_round_trip(storage_connection_string: str, unique_name: str):
@@ -107,9 +107,8 @@ def test_a_settle_sent_again_after_a_lost_answer_still_deletes_the_rest(
     assert list(journal.entries("m-1", "patient")) == []
 
 
-def test_intents_between_rows_of_several_buckets_merge_into_key_order(storage_connection_string: str, unique_name: str):
-    # 995-999 and 1000-1004 fall in different buckets; a table of 10 rows is read in one query, one of
-    # 1,200 through the merge of its buckets: both keep key order with the intents in their place.
+def test_intents_between_rows_of_several_buckets_give_each_id_once(storage_connection_string: str, unique_name: str):
+    # 995-999 and 1000-1004 fall in different buckets; 1,200 rows take more than one page.
     for size in (10, 1_200):
         journal = _journal(storage_connection_string, f"{unique_name}{size}")
         ids = [str(i) for i in range(995, 995 + size)]
@@ -117,5 +116,5 @@ def test_intents_between_rows_of_several_buckets_merge_into_key_order(storage_co
         journal.record([_entry(sid) for sid in ids if sid not in announced])
         journal.announce("m-1", "patient", "patient/1", "contact", sorted(announced | {"1004"}))
         entries = list(journal.entries("m-1", "patient"))
-        assert [e.source_id for e in entries] == ids, size
+        assert len(entries) == len(ids) and sorted((e.source_id for e in entries), key=int) == ids, size
         assert {e.source_id for e in entries if e.code == WRITE_IN_PROGRESS} == announced, size
