@@ -5,7 +5,7 @@ part's earlier origins (`existing_origins`), `announce` the rows, `record` them,
 All parts go to one map, as a large practice's ledger does. Prints the seconds per part in tenths of
 the run and how much the last tenth costs against the first (a cost that grows with the rows before
 it makes a load quadratic: the 100k end-to-end run stopped on exactly that), then the time and traced
-memory of reading the map back in key order.
+memory of reading the map back (`Journal.entries`).
 Run: `.venv/bin/python -m bench.bench_journal [--rows 100000] [--part 5000]`.
 """
 
