@@ -59,9 +59,8 @@ def test_a_batch_holds_a_bounded_heap_per_source_row(ledger_batch: tuple[BatchMe
 RETAINED_MB = 2.0
 """What may stay after a batch of this 1,000-row part, whatever the batch filled that outlives it (the
 per-process caches, the loop's thread pool its storage calls run in): 1.23 MB in the run that failed the
-old bound. The part's
-rows, read and validated, are ~3.3 MB, so keeping them fails this. (Was `peak / 4`: 1.23 of 4.73 MB
-failed that once the storage calls ran in threads.)"""
+old bound. The part's rows, read and validated, are ~3.3 MB, so keeping them fails this. (Was `peak / 4`:
+1.23 of 4.73 MB failed that once the storage calls ran in threads.)"""
 
 
 def test_a_batch_keeps_nothing_of_its_rows(ledger_batch: tuple[BatchMemory, MappingSpec]) -> None:
