@@ -103,6 +103,9 @@ def summarize_e2e(r: E2EResult, cfg: EmulatorConfig) -> dict[str, Any]:
         "host_loop_blocked_seconds_load": round(r.loop_blocked_seconds_load, 2),
         "host_loop_longest_stall_ms": r.loop_longest_stall_ms,
         "host_loop_stall_sites": r.loop_stall_sites[:5],
+        "host_gc_seconds_load": round(r.gc_seconds_load, 2),
+        "host_gc_full_collections_load": r.gc_full_collections_load,
+        "host_gc_longest_ms": r.gc_longest_ms,
         "host_cpu_seconds_per_1000_records": round(r.host_cpu_seconds_load * 1000 / r.records, 3),
         "emulator_cpu_seconds_per_1000_records": round(r.emulator_cpu_seconds_load * 1000 / r.records, 3),
         "storage_cpu_seconds_per_1000_records": round(r.storage_cpu_seconds_load * 1000 / r.records, 3),
@@ -155,6 +158,9 @@ def print_e2e(label: str, s: dict[str, Any]) -> None:
                                     f"(longest stall {s['host_loop_longest_stall_ms']:,} ms); mostly at "
                                     + ("; ".join(f"{w['at']} ({w['samples'] * STALL_SAMPLE_SECONDS:.1f} s)"
                                                  for w in s.get("host_loop_stall_sites", [])[:3]) or "-")),
+        ("host garbage collection", f"{s.get('host_gc_seconds_load', '-')} s of the load phase, "
+                                    f"{s.get('host_gc_full_collections_load', '-')} full collections "
+                                    f"(longest {s.get('host_gc_longest_ms', '-')} ms)"),
         ("host CPU per 1,000 records", f"{s['host_cpu_seconds_per_1000_records']} s (emulator "
                                        f"{s['emulator_cpu_seconds_per_1000_records']} s, Azurite "
                                        f"{s.get('storage_cpu_seconds_per_1000_records', '-')} s)"),

@@ -98,6 +98,11 @@ class E2EResult(BaseModel):
     """The longest stall of the host's event loop over the whole migration."""
     loop_stall_sites: list[dict[str, Any]] = []
     """Where the loop was while late (`file:line function`, samples of 50 ms), the whole migration."""
+    gc_seconds_load: float = 0.0
+    """Seconds the host spent in garbage collection over the load phase (any thread; it holds the GIL)."""
+    gc_full_collections_load: int = 0
+    gc_longest_ms: int = 0
+    """The longest single collection over the whole migration."""
     actions: dict[str, int]
 
 
@@ -211,6 +216,7 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
         storage_pid = stack.storage.pid
         marks: dict[str, tuple[float, Counters, float, float, float]] = {}
         blocked: dict[str, float] = {}
+        collected: dict[str, tuple[float, int]] = {}
 
         def on_progress(view: dict[str, Any]) -> None:
             stage = (view.get("custom_status") or {}).get("stage")
@@ -218,7 +224,9 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
             if point and point not in marks:
                 marks[point] = (time.monotonic(), Counters.of(stack.emulator.counters()),
                                 _cpu_seconds(host_pid), _cpu_seconds(emu_pid), _cpu_seconds(storage_pid))
-                blocked[point] = _loop_stalls(stack)["blockedSeconds"]
+                stalls = _loop_stalls(stack)
+                blocked[point] = stalls["blockedSeconds"]
+                collected[point] = (stalls["gc"]["seconds"], stalls["gc"]["collections"][2])
 
         users = [f"app-{n + 1}" for n in range(app_users)]
         started = time.monotonic()
@@ -266,5 +274,8 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
             emulator_cpu_seconds_load=e1 - e0, storage_cpu_seconds_load=a1 - a0, instances=instances, activities=activities,
             history_events=history, transform=cost, actions=actions, journal_entity_writes=journal_writes,
             journal_transactions=journal_transactions,
-            loop_blocked_seconds_load=blocked["end"] - blocked["start"], loop_longest_stall_ms=int(stalls["longestMs"]), loop_stall_sites=stalls["where"],
+            loop_blocked_seconds_load=blocked["end"] - blocked["start"], loop_longest_stall_ms=int(stalls["longestMs"]),
+            loop_stall_sites=stalls["where"], gc_seconds_load=collected["end"][0] - collected["start"][0],
+            gc_full_collections_load=collected["end"][1] - collected["start"][1],
+            gc_longest_ms=int(stalls["gc"]["longestMs"]),
         ), (workload if collect_workload else None), schema_spec

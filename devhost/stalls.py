@@ -6,11 +6,16 @@ Async functions (HTTP, orchestrators, async activities) share this one loop, as 
 Python worker's loop in Azure: synchronous work inside an async activity (a storage call, parsing a
 bundle part) stalls every other function and every response waiting to be read. The figures are in
 `/admin/host/status` (`loopStalls`) and the benchmark prints them.
+
+Garbage collection is timed beside them (`gc`): a full collection walks every tracked object while holding
+the GIL, so on a large heap it stalls the loop wherever the loop happens to be, which the sampler cannot
+tell from the code it interrupts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import threading
 import time
@@ -39,12 +44,18 @@ class LoopStalls:
         self._last_tick = time.perf_counter()
         self._loop_thread: int | None = None
         self._stopped = threading.Event()
+        self.gc_seconds = [0.0, 0.0, 0.0]
+        """Seconds spent in garbage collection, per generation collected, in any thread."""
+        self.gc_collections = [0, 0, 0]
+        self.gc_longest = 0.0
+        self._gc_started = 0.0
 
     async def watch(self) -> None:
         """Run until cancelled (the sampler thread stops with it)."""
         self._loop_thread = threading.get_ident()
         self._stopped.clear()
         threading.Thread(target=self._sample, name="loop-stall-sampler", daemon=True).start()
+        gc.callbacks.append(self._on_gc)
         try:
             while True:
                 asked = time.perf_counter()
@@ -56,7 +67,19 @@ class LoopStalls:
                     self.blocked_seconds += late
                     self.longest = max(self.longest, late)
         finally:
+            gc.callbacks.remove(self._on_gc)
             self._stopped.set()
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        # Runs inside the collector with the GIL held: no allocation-heavy work here.
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._gc_started
+        generation = info.get("generation", 2)
+        self.gc_seconds[generation] += took
+        self.gc_collections[generation] += 1
+        self.gc_longest = max(self.gc_longest, took)
 
     def _sample(self) -> None:
         while not self._stopped.wait(TICK):
@@ -74,4 +97,7 @@ class LoopStalls:
     def as_json(self) -> dict[str, object]:
         return {"stalls": self.stalls, "blockedSeconds": round(self.blocked_seconds, 3),
                 "longestMs": round(self.longest * 1000),
-                "where": [{"at": at, "samples": n} for at, n in self.where.most_common(15)]}
+                "where": [{"at": at, "samples": n} for at, n in self.where.most_common(15)],
+                "gc": {"seconds": round(sum(self.gc_seconds), 3),
+                       "secondsByGeneration": [round(x, 3) for x in self.gc_seconds],
+                       "collections": list(self.gc_collections), "longestMs": round(self.gc_longest * 1000)}}

@@ -12,6 +12,7 @@ from emulator import errors, records, schema
 from emulator.errors import ApiError, bad_request, not_found, unknown_property
 from emulator.messages import ApiRequest, ApiResponse
 from emulator.odata import (
+    Filter,
     parse_filter,
     parse_key,
     parse_orderby,
@@ -121,10 +122,11 @@ def _list(store: Store, req: ApiRequest, e: dict[str, Any]) -> ApiResponse:
                                           f"'{unsupported[0]}'. Use $filter/$select/$top/$orderby.")
     select = parse_select(req.query.get("$select"))
     records.check_select(store, e, select)
-    rows = list(store.rows(e["LogicalName"]).values())
     if "$filter" in req.query:
         pred = parse_filter(req.query["$filter"], records.filter_checker(store, e))
-        rows = [r for r in rows if pred(records.output_view(store, e, r))]
+        rows = [r for r in _candidates(store, e, pred) if pred(records.output_view(store, e, r))]
+    else:
+        rows = list(store.rows(e["LogicalName"]).values())
     for col, desc in reversed(parse_orderby(req.query.get("$orderby"))):
         records.filter_checker(store, e)(col)
         rows.sort(key=lambda r, c=col: (records.output_view(store, e, r).get(c) is None,
@@ -155,6 +157,21 @@ def _list(store: Store, req: ApiRequest, e: dict[str, Any]) -> ApiResponse:
         out["@odata.nextLink"] = f"{req.base_url}{e['EntitySetName']}?" + "&".join(
             f"{k}={quote(v, safe='')}" for k, v in q.items())
     return ApiResponse.of_json(200, out)
+
+
+def _candidates(store: Store, e: dict[str, Any], pred: Filter) -> list[dict[str, Any]]:
+    """The rows `pred` can match: through an Active one-column alternate key when the filter pins that column
+    (`eq`, `In`), else every row. Index hits come in row-id order, which is stable across a query's pages."""
+    table = e["LogicalName"]
+    for hint in pred.hints:
+        column = hint.prop[1:-6] if hint.prop.startswith("_") and hint.prop.endswith("_value") else hint.prop
+        for key in e["Keys"].values():
+            if key["EntityKeyIndexStatus"] == "Active" and key["KeyAttributes"] == [column]:
+                ids = {store.find_by_key(table, key["LogicalName"], (v,)) for v in hint.values}
+                ids.discard(None)
+                rows = store.rows(table)
+                return [rows[i] for i in sorted(ids)]
+    return list(store.rows(table).values())
 
 
 def _expand(req: ApiRequest) -> list[str] | None:

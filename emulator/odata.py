@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from emulator.errors import ApiError, bad_request
@@ -113,6 +114,32 @@ Predicate = Callable[[dict[str, Any]], bool]
 _OPS = {"eq", "ne", "gt", "ge", "lt", "le"}
 
 
+@dataclass(frozen=True)
+class KeyHint:
+    """Every row the filter can match has `prop` equal to one of `values` (lower-cased strings).
+
+    `eq` and `Microsoft.Dynamics.CRM.In` on a property give one; `and` keeps both sides' hints, `or` only
+    the unions of hints that name the same property on both sides. The emulator answers such a filter
+    from an alternate-key index instead of testing every row, as Dataverse's SQL indexes do.
+    """
+    prop: str
+    values: frozenset[Any]
+
+
+class Filter:
+    """A compiled `$filter`: call it on an output-shaped row; each of `hints` narrows the rows worth testing."""
+
+    def __init__(self, pred: Predicate, hints: tuple[KeyHint, ...]) -> None:
+        self._pred = pred
+        self.hints = hints
+
+    def __call__(self, row: dict[str, Any]) -> bool:
+        return self._pred(row)
+
+
+_Node = tuple[Predicate, tuple[KeyHint, ...]]
+
+
 def _norm(v: Any) -> Any:
     return v.lower() if isinstance(v, str) else v
 
@@ -140,6 +167,11 @@ def _compare(op: str, a: Any, b: Any) -> bool:
         return False
 
 
+def _union(a: tuple[KeyHint, ...], b: tuple[KeyHint, ...]) -> tuple[KeyHint, ...]:
+    """The hints of `a or b`: a row matching either side has the property in the union of both sides' values."""
+    return tuple(KeyHint(x.prop, x.values | y.values) for x in a for y in b if x.prop == y.prop)
+
+
 class _Parser:
     def __init__(self, tokens: list[str], check: Callable[[str], None]) -> None:
         self.t = tokens
@@ -156,39 +188,42 @@ class _Parser:
         self.i += 1
         return tok
 
-    def expr(self) -> Predicate:
-        left = self.and_expr()
+    def expr(self) -> _Node:
+        left, hint = self.and_expr()
         while self.peek() == "or":
             self.take()
-            right = self.and_expr()
+            right, right_hint = self.and_expr()
             left = (lambda a, b: lambda row: a(row) or b(row))(left, right)
-        return left
+            hint = _union(hint, right_hint)
+        return left, hint
 
-    def and_expr(self) -> Predicate:
-        left = self.not_expr()
+    def and_expr(self) -> _Node:
+        left, hint = self.not_expr()
         while self.peek() == "and":
             self.take()
-            right = self.not_expr()
+            right, right_hint = self.not_expr()
             left = (lambda a, b: lambda row: a(row) and b(row))(left, right)
-        return left
+            hint = hint + right_hint  # a row matching both sides matches each
+        return left, hint
 
-    def not_expr(self) -> Predicate:
+    def not_expr(self) -> _Node:
         if self.peek() == "not":
             self.take()
-            inner = self.not_expr()
-            return lambda row: not inner(row)
+            inner, _ = self.not_expr()
+            return (lambda row: not inner(row)), ()
         return self.primary()
 
-    def operand(self) -> Callable[[dict[str, Any]], Any]:
+    def operand(self) -> tuple[Callable[[dict[str, Any]], Any], str | None, Any]:
+        """The operand's getter, and either the property it names or the literal it is."""
         tok = self.take()
         if tok.startswith("'") or GUID_RE.match(tok) or tok in ("null", "true", "false") or \
                 re.match(r"^-?\d", tok):
             value = parse_literal(tok)
-            return lambda row: value
+            return (lambda row: value), None, value
         self.check(tok)
-        return lambda row: _get(row, tok)
+        return (lambda row: _get(row, tok)), tok, None
 
-    def primary(self) -> Predicate:
+    def primary(self) -> _Node:
         tok = self.peek()
         if tok == "(":
             self.take()
@@ -198,14 +233,14 @@ class _Parser:
         if tok in ("contains", "startswith", "endswith"):
             self.take()
             self.take("(")
-            prop = self.operand()
+            prop, _, _ = self.operand()
             self.take(",")
-            val = self.operand()
+            val, _, _ = self.operand()
             self.take(")")
             fn = {"contains": lambda a, b: b in a, "startswith": lambda a, b: a.startswith(b),
                   "endswith": lambda a, b: a.endswith(b)}[tok]
-            return lambda row: isinstance(prop(row), str) and isinstance(val(row), str) and \
-                fn(prop(row).lower(), val(row).lower())
+            return (lambda row: isinstance(prop(row), str) and isinstance(val(row), str) and
+                    fn(prop(row).lower(), val(row).lower())), ()
         if tok == "Microsoft.Dynamics.CRM.In":
             self.take()
             self.take("(")
@@ -229,24 +264,29 @@ class _Parser:
             self.take(")")
             prop_name = str(args.get("PropertyName", ""))
             self.check(prop_name)
-            wanted = {_norm(v) for v in args.get("PropertyValues", [])}
-            return lambda row: _norm(_get(row, prop_name)) in wanted
-        left = self.operand()
+            wanted = frozenset(_norm(v) for v in args.get("PropertyValues", []))
+            return (lambda row: _norm(_get(row, prop_name)) in wanted), (KeyHint(prop_name, wanted),)
+        left, left_prop, left_value = self.operand()
         op = self.take()
         if op not in _OPS:
             raise bad_request("Syntax error in $filter: expected eq, ne, gt, ge, lt or le after a property.")
-        right = self.operand()
-        return lambda row: _compare(op, left(row), right(row))
+        right, right_prop, right_value = self.operand()
+        hint: tuple[KeyHint, ...] = ()
+        if op == "eq" and (left_prop is None) != (right_prop is None):
+            prop, value = (left_prop, right_value) if left_prop is not None else (right_prop, left_value)
+            # `prop eq null` matches rows without the value, which no key index holds.
+            hint = (KeyHint(prop, frozenset({_norm(value)})),) if value is not None else ()
+        return (lambda row: _compare(op, left(row), right(row))), hint
 
 
-def parse_filter(text: str, check: Callable[[str], None]) -> Predicate:
+def parse_filter(text: str, check: Callable[[str], None]) -> Filter:
     """Compile `$filter` into a predicate over output-shaped rows; `check` raises for unknown properties."""
     tokens = _tokenize(text)
     parser = _Parser(tokens, check)
-    pred = parser.expr()
+    pred, hints = parser.expr()
     if parser.peek() is not None:
         raise bad_request("Syntax error in $filter.")
-    return pred
+    return Filter(pred, hints)
 
 
 def parse_select(text: str | None) -> list[str] | None:

@@ -4,6 +4,7 @@ file, line and function (never by anything it holds)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 
@@ -41,3 +42,21 @@ def test_the_sampler_thread_stops_with_the_watchdog() -> None:
     while any(t.name == "loop-stall-sampler" for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not any(t.name == "loop-stall-sampler" for t in threading.enumerate())
+
+
+async def _collect_while_watched(stalls: LoopStalls) -> None:
+    watcher = asyncio.create_task(stalls.watch())
+    await asyncio.sleep(0.05)
+    gc.collect()  # a full collection, as the collector runs one on a large heap
+    await asyncio.sleep(0.05)
+    watcher.cancel()
+
+
+def test_garbage_collection_is_timed_and_the_callback_removed() -> None:
+    stalls = LoopStalls()
+    asyncio.run(_collect_while_watched(stalls))
+    report = stalls.as_json()["gc"]
+    assert report["collections"][2] >= 1
+    assert report["secondsByGeneration"][2] > 0
+    assert report["seconds"] >= report["secondsByGeneration"][2]
+    assert stalls._on_gc not in gc.callbacks
