@@ -42,7 +42,8 @@ from emulator.config import EmulatorConfig
 from emulator.testing import run_emulator
 from shared.dataverse.writer import WriterConfig
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
 CHUNK = WriterConfig().max_chunk
 
 
@@ -106,6 +107,8 @@ def summarize_e2e(r: E2EResult, cfg: EmulatorConfig) -> dict[str, Any]:
         "host_gc_seconds_load": round(r.gc_seconds_load, 2),
         "host_gc_full_collections_load": r.gc_full_collections_load,
         "host_gc_longest_ms": r.gc_longest_ms,
+        "stage_seconds_real": r.stage_seconds,
+        **({"host_traced_heap": r.host_traced} if r.host_traced else {}),
         "host_cpu_seconds_per_1000_records": round(r.host_cpu_seconds_load * 1000 / r.records, 3),
         "emulator_cpu_seconds_per_1000_records": round(r.emulator_cpu_seconds_load * 1000 / r.records, 3),
         "storage_cpu_seconds_per_1000_records": round(r.storage_cpu_seconds_load * 1000 / r.records, 3),
@@ -181,6 +184,14 @@ def print_e2e(label: str, s: dict[str, Any]) -> None:
                      f"{t['transform_cpu_per_1000']} s transform + {t['read_validate_cpu_per_1000']} s read/validate "
                      f"+ {t['children_cpu_per_1000']} s child rows ({t['transform_records_per_cpu_second']:,.0f} "
                      f"records per CPU second in transform; context {t['context_cpu_seconds']} s once)"))
+    if s.get("stage_seconds_real"):
+        rows.append(("stages (real s)", ", ".join(f"{k} {v:,}" for k, v in s["stage_seconds_real"].items())))
+    if "host_traced_heap" in s:
+        heap = s["host_traced_heap"]
+        rows.append(("host traced heap, largest sample", f"{heap['traced_kib'] / 1024:,.1f} MiB (traced peak "
+                     f"{heap['peak_kib'] / 1024:,.1f} MiB); most held at: " + "; ".join(
+                         f"{t['where'].rsplit('site-packages/', 1)[-1].replace(str(REPO) + '/', '')} "
+                         f"{t['size_kib'] / 1024:.1f} MiB" for t in heap["top"][:8])))
     for name, value in rows:
         print(f"  {name:<32}{value}")
 
@@ -272,6 +283,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/e2e-<time>.json)")
     parser.add_argument("--label", default="", help="what code this run measures (kept in the results)")
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temp folder)")
+    parser.add_argument("--trace-host-memory", action="store_true",
+                        help="run the host under tracemalloc and report what its heap holds at its largest "
+                             "(slows the host several times: speed figures of such a run do not compare)")
     args = parser.parse_args()
     sizes = [int(x) for x in args.patients.split(",")]
     user_counts = [int(x) for x in args.users.split(",")]
@@ -300,7 +314,7 @@ def main() -> None:
                 load_before = os.getloadavg()
                 collect = bool(peer_names) and users == user_counts[0]
                 result, workload, schema_spec = run_e2e(work / f"u{users}", practice, bundle, cfg, users,
-                                                        collect, args.timeout)
+                                                        collect, args.timeout, args.trace_host_memory)
                 summary = summarize_e2e(result, cfg)
                 summary["load_average"] = {"before": [round(x, 2) for x in load_before],
                                            "after": [round(x, 2) for x in os.getloadavg()]}

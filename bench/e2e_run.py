@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -103,6 +104,12 @@ class E2EResult(BaseModel):
     gc_full_collections_load: int = 0
     gc_longest_ms: int = 0
     """The longest single collection over the whole migration."""
+    stage_seconds: dict[str, float] = {}
+    """Real seconds from the first status naming each stage to the next stage's (as the operator's polls saw
+    them, so each is late by up to one poll); the stages before `load` are set-up the load does not count."""
+    host_traced: dict[str, Any] | None = None
+    """With `trace_memory`: the host's traced Python heap at its largest sample, with the source lines holding
+    most of it (devhost /admin/devhost/memory; sizes and line numbers only)."""
     actions: dict[str, int]
 
 
@@ -180,8 +187,37 @@ class _PatientStack(LocalStack):
         raise AssertionError("unreachable")
 
 
+class _TracedHeapWatch:
+    """Polls the host's traced heap every `every` seconds and keeps the largest sample."""
+
+    def __init__(self, stack: LocalStack, every: float = 15.0) -> None:
+        self.stack, self.every = stack, every
+        self.largest: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="traced-heap-watch", daemon=True)
+
+    def __enter__(self) -> _TracedHeapWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                sample = self.stack.host.http().get("/admin/devhost/memory", params={"top": "15", "by": "size"},
+                                                    timeout=120).json()
+            except Exception:  # a slow snapshot must not end the benchmark; the next poll tries again
+                continue
+            if self.largest is None or sample.get("traced_kib", 0) > self.largest.get("traced_kib", 0):
+                self.largest = sample
+
+
 @contextlib.contextmanager
-def bench_stack(work: Path, emulator_config: EmulatorConfig) -> Iterator[LocalStack]:
+def bench_stack(work: Path, emulator_config: EmulatorConfig,
+                host_env: dict[str, str] | None = None) -> Iterator[LocalStack]:
     """A fresh Azurite, the emulator in its own process, the local host: devtools.stack's local_stack with
     the emulator out of the host's and the benchmark's processes."""
     work.mkdir(parents=True, exist_ok=True)
@@ -193,6 +229,7 @@ def bench_stack(work: Path, emulator_config: EmulatorConfig) -> Iterator[LocalSt
                 "BRIDGEWORK_TABLE_PREFIX": prefix,
                 "BRIDGEWORK_DATAVERSE_AUTH_MODE": "factory",
                 "BRIDGEWORK_DATAVERSE_CREDENTIAL_FACTORY": "emulator.credentials:EmulatorTokenCredential",
+                **(host_env or {}),
             }
             with run_host("function_app:app", storage.connection_string, prefix, env=env,
                           log_path=work / "host.log") as host:
@@ -206,10 +243,13 @@ def emulator_config(base: EmulatorConfig, practice: Path) -> EmulatorConfig:
 
 
 def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, app_users: int,
-            collect_workload: bool, timeout: float) -> tuple[E2EResult, Workload | None, Any]:
+            collect_workload: bool, timeout: float,
+            trace_memory: bool = False) -> tuple[E2EResult, Workload | None, Any]:
     """Migrate the bundle end to end; returns the result, the transformed workload (if asked) and the
-    migration's schema spec (for the peers)."""
-    with bench_stack(work, emulator_config(config, practice)) as stack:
+    migration's schema spec (for the peers). `trace_memory` runs the host under tracemalloc (several times
+    slower: its speed figures do not compare with untraced runs) to see what the heap holds at its largest."""
+    host_env = {"PYTHONTRACEMALLOC": "1"} if trace_memory else None
+    with bench_stack(work, emulator_config(config, practice), host_env) as stack:
         assert stack.host.process is not None
         host_pid = stack.host.process.pid
         emu_pid = stack.emulator.proc.pid  # type: ignore[attr-defined]
@@ -217,9 +257,12 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
         marks: dict[str, tuple[float, Counters, float, float, float]] = {}
         blocked: dict[str, float] = {}
         collected: dict[str, tuple[float, int]] = {}
+        stage_seen: dict[str, float] = {}
 
         def on_progress(view: dict[str, Any]) -> None:
             stage = (view.get("custom_status") or {}).get("stage")
+            if stage and stage not in stage_seen:
+                stage_seen[stage] = time.monotonic()
             point = "start" if stage == "load" else "end" if stage in ("attachments", "done") else None
             if point and point not in marks:
                 marks[point] = (time.monotonic(), Counters.of(stack.emulator.counters()),
@@ -230,9 +273,13 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
 
         users = [f"app-{n + 1}" for n in range(app_users)]
         started = time.monotonic()
-        result = drive_migration(stack, bundle, target=target_for(stack, application_users=users),
-                                 timeout=timeout, on_progress=on_progress)
+        with (_TracedHeapWatch(stack) if trace_memory else contextlib.nullcontext()) as heap:
+            result = drive_migration(stack, bundle, target=target_for(stack, application_users=users),
+                                     timeout=timeout, on_progress=on_progress)
         migration_seconds = time.monotonic() - started
+        stage_seen["(end)"] = time.monotonic()
+        order = sorted(stage_seen.items(), key=lambda kv: kv[1])
+        stage_seconds = {name: round(t1 - t0, 1) for (name, t0), (_, t1) in zip(order, order[1:], strict=False)}
         view = result["view"]
         status = view.get("runtime_status", "?")
         if status != "Completed" or "start" not in marks or "end" not in marks:
@@ -277,5 +324,6 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
             loop_blocked_seconds_load=blocked["end"] - blocked["start"], loop_longest_stall_ms=int(stalls["longestMs"]),
             loop_stall_sites=stalls["where"], gc_seconds_load=collected["end"][0] - collected["start"][0],
             gc_full_collections_load=collected["end"][1] - collected["start"][1],
-            gc_longest_ms=int(stalls["gc"]["longestMs"]),
+            gc_longest_ms=int(stalls["gc"]["longestMs"]), host_traced=heap.largest if heap else None,
+            stage_seconds=stage_seconds,
         ), (workload if collect_workload else None), schema_spec

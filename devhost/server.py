@@ -294,8 +294,9 @@ class LocalHost:
         return _json({"idle": idle}, 200 if idle else 408)
 
     async def _memory_growth(self, request: web.Request) -> web.Response:
-        """Top allocation growth by source line since the previous call (the soak's leak finder): file names,
-        line numbers and sizes only, never what the memory holds."""
+        """Top allocation growth by source line since the previous call (the soak's leak finder), or with
+        `?by=size` the lines holding most right now (the benchmark's view of a peak): file names, line numbers
+        and sizes only, never what the memory holds."""
         if not self.has_key(request):
             return web.Response(status=401)
         if not tracemalloc.is_tracing():
@@ -303,9 +304,10 @@ class LocalHost:
         top = int(request.query.get("top", "15"))
         snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
         previous, self._memory_snapshot = self._memory_snapshot, snapshot
-        stats = snapshot.compare_to(previous, "lineno") if previous is not None else snapshot.statistics("lineno")
+        growth = previous is not None and request.query.get("by") != "size"
+        stats = snapshot.compare_to(previous, "lineno") if growth else snapshot.statistics("lineno")
         traced, peak = tracemalloc.get_traced_memory()
-        return _json({"traced_kib": traced // 1024, "peak_kib": peak // 1024, "since_previous": previous is not None,
+        return _json({"traced_kib": traced // 1024, "peak_kib": peak // 1024, "since_previous": growth,
                       "top": [{"where": f"{s.traceback[0].filename}:{s.traceback[0].lineno}",
                                "size_kib": round(s.size / 1024, 1), "count": s.count,
                                "size_diff_kib": round(getattr(s, "size_diff", s.size) / 1024, 1),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from shared.runtime import Runtime
 from shared.state.journal import JournalEntry
@@ -30,11 +30,14 @@ def _cells(entry: JournalEntry) -> list[str]:
             entry.origin, entry.batch, entry.at.isoformat(), entry.code or "", entry.reason or ""]
 
 
-def audit_lines(rt: Runtime, migration_id: str, *, table: str | None = None, action: str | None = None
-                ) -> Iterator[str]:
-    """The header, then one CSV line per journal row of the migration (filtered by map name and action)."""
+def audit_lines(rt: Runtime, migration_id: str, *, table: str | None = None, action: str | None = None,
+                observe: Callable[[JournalEntry], None] | None = None) -> Iterator[str]:
+    """The header, then one CSV line per journal row of the migration (filtered by map name and action).
+    `observe` sees every entry read, before the filters (the final report counts in the same pass)."""
     yield _line(list(COLUMNS))
     for entry in rt.journal.entries(migration_id, table):
+        if observe is not None:
+            observe(entry)
         if action is not None and entry.action != action:
             continue
         yield _line(_cells(entry))
@@ -44,9 +47,10 @@ CHUNK_BYTES = 1 << 20
 """Lines are gathered into chunks of about this size on their way to Blob."""
 
 
-def write_audit(rt: Runtime, migration_id: str) -> str:
-    """Keep the whole audit log in Blob next to the final report, streamed; returns its artifact path."""
-    return rt.artifacts.put_stream(migration_id, AUDIT_CSV, _chunks(audit_lines(rt, migration_id)),
+def write_audit(rt: Runtime, migration_id: str, observe: Callable[[JournalEntry], None] | None = None) -> str:
+    """Keep the whole audit log in Blob next to the final report, streamed; returns its artifact path.
+    `observe` sees every journal entry on the way."""
+    return rt.artifacts.put_stream(migration_id, AUDIT_CSV, _chunks(audit_lines(rt, migration_id, observe=observe)),
                                    "text/csv; charset=utf-8")
 
 

@@ -1,12 +1,12 @@
 """The final report: per source table and per map, what the bundle held and what became of it.
 
-Built from the bundle manifest and the journal only, so it says exactly what the audit log says.
+Built from the bundle manifest and the journal only, in the same read of the journal that writes the audit
+log, so it says exactly what the audit log says.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -15,6 +15,7 @@ from shared.pipeline.bundle import open_bundle
 from shared.pipeline.mapping import approved_mapping
 from shared.pipeline.rollback import record_watermark
 from shared.runtime import Runtime
+from shared.state.journal import JournalEntry
 from shared.state.migrations import Migration
 
 REPORT_JSON = "reports/final.json"
@@ -48,40 +49,45 @@ class FinishInfo(BaseModel):
     """Highest Dataverse row version after the run (shared/pipeline/rollback.py `record_watermark`)."""
 
 
-def build_report(rt: Runtime, migration: Migration) -> FinalReport:
+class JournalTally:
+    """Actions and failure codes per map, counted from journal entries as they stream past."""
+
+    def __init__(self) -> None:
+        self.actions: dict[str, Counter[str]] = {}
+        self.reasons: dict[str, Counter[str]] = {}
+
+    def add(self, entry: JournalEntry) -> None:
+        self.actions.setdefault(entry.table, Counter())[entry.action] += 1
+        if entry.action in ("quarantined", "failed", "skipped") and entry.code:
+            self.reasons.setdefault(entry.table, Counter())[entry.code] += 1
+
+    @classmethod
+    def of(cls, rt: Runtime, migration_id: str) -> JournalTally:
+        tally = cls()
+        for entry in rt.journal.entries(migration_id):
+            tally.add(entry)
+        return tally
+
+
+def build_report(rt: Runtime, migration: Migration, tally: JournalTally | None = None) -> FinalReport:
+    """The report from the journal's counts (`tally`, else one read of the journal)."""
+    tally = tally if tally is not None else JournalTally.of(rt, migration.migration_id)
     spec = approved_mapping(rt, migration).spec
     reader = open_bundle(rt, migration)
     source_rows = {entry.name: entry.rows for entry in reader.manifest.tables}
-    outcomes: list[MapOutcome] = []
-    for table_map in spec.enabled_tables():
-        if table_map.action not in ("upsert", "update", "attachment"):
-            continue
-        actions: Counter[str] = Counter()
-        reasons: Counter[str] = Counter()
-        for entry in rt.journal.entries(migration.migration_id, table_map.name):
-            actions[entry.action] += 1
-            if entry.action in ("quarantined", "failed", "skipped") and entry.code:
-                reasons[entry.code] += 1
-        outcomes.append(MapOutcome(map=table_map.name, source_table=table_map.source_table,
-                                   target_table=table_map.target_table, actions=dict(actions),
-                                   reasons=dict(reasons)))
-    unaccounted = _unaccounted(rt, migration, spec, source_rows)
-    return FinalReport(migration_id=migration.migration_id, bundle_id=str(migration.bundle_id),
-                       source_rows=source_rows, maps=outcomes, unaccounted=unaccounted)
-
-
-def _unaccounted(rt: Runtime, migration: Migration, spec: Any, source_rows: dict[str, int]) -> dict[str, int]:
-    """Rows of a mapped source table that no map's journal mentions (selected by no map, or lost)."""
-    by_table: dict[str, int] = {}
-    for table in sorted({t.source_table for t in spec.enabled_tables()
-                         if t.action in ("upsert", "update", "attachment")}):
-        maps = [t for t in spec.enabled_tables() if t.source_table == table
-                and t.action in ("upsert", "update", "attachment")]
-        journaled = sum(1 for m in maps for _ in rt.journal.entries(migration.migration_id, m.name))
+    maps = [t for t in spec.enabled_tables() if t.action in ("upsert", "update", "attachment")]
+    outcomes = [MapOutcome(map=t.name, source_table=t.source_table, target_table=t.target_table,
+                           actions=dict(tally.actions.get(t.name, {})), reasons=dict(tally.reasons.get(t.name, {})))
+                for t in maps]
+    # Rows of a mapped source table that no map's journal mentions (selected by no map, or lost).
+    unaccounted: dict[str, int] = {}
+    for table in sorted({t.source_table for t in maps}):
+        journaled = sum(sum(tally.actions.get(t.name, {}).values()) for t in maps if t.source_table == table)
         missing = source_rows.get(table, 0) - journaled
         if missing > 0:
-            by_table[table] = missing
-    return by_table
+            unaccounted[table] = missing
+    return FinalReport(migration_id=migration.migration_id, bundle_id=str(migration.bundle_id),
+                       source_rows=source_rows, maps=outcomes, unaccounted=unaccounted)
 
 
 def render(report: FinalReport) -> str:
@@ -102,10 +108,12 @@ ACTIONS = ("created", "updated", "unchanged", "skipped", "quarantined", "failed"
 
 
 def finish(rt: Runtime, migration: Migration) -> FinishInfo:
-    report = build_report(rt, migration)
+    # One read of the journal: the audit log streams to Blob while the report's counts are taken from it.
+    tally = JournalTally()
+    audit = write_audit(rt, migration.migration_id, observe=tally.add)
+    report = build_report(rt, migration, tally)
     path = rt.artifacts.put_json(migration.migration_id, REPORT_JSON, report)
     rt.artifacts.put_text(migration.migration_id, REPORT_TEXT, render(report))
-    audit = write_audit(rt, migration.migration_id)
     # After the migration's last write: what a rollback uses to tell later edits by people apart.
     watermark = record_watermark(rt, migration)
     return FinishInfo(report=path, unaccounted=sum(report.unaccounted.values()), audit=audit,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import uuid
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +59,21 @@ def test_trimming_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEVHOST_MALLOC_TRIM", "0")
     monkeypatch.setattr(memory, "trim_heap", lambda: pytest.fail("trimmed although turned off"))
     asyncio.run(asyncio.wait_for(memory.trim_when_idle(lambda: True, lambda: 1, 0.01), 1))
+
+
+def test_traced_heap_endpoint_reports_growth_or_the_largest_lines(storage_connection_string: str,
+                                                                  tmp_path: Path) -> None:
+    from devhost.testing import run_host
+    from tests.devhost.conftest import SAMPLE_APP
+
+    hub = "m" + uuid.uuid4().hex[:10]
+    with run_host(SAMPLE_APP, storage_connection_string, hub, env={"PYTHONTRACEMALLOC": "1"},
+                  log_path=tmp_path / "host.log") as host:
+        first = host.http().get("/admin/devhost/memory", params={"top": "5"}).json()
+        growth = host.http().get("/admin/devhost/memory", params={"top": "5"}).json()
+        largest = host.http().get("/admin/devhost/memory", params={"top": "20", "by": "size"}).json()
+    assert not first["since_previous"] and growth["since_previous"]
+    assert not largest["since_previous"]
+    sizes = [t["size_kib"] for t in largest["top"]]
+    assert len(sizes) == 20 and sizes == sorted(sizes, reverse=True) and sizes[0] > 0
+    assert largest["traced_kib"] > 0 and all(":" in t["where"] for t in largest["top"])

@@ -1,12 +1,16 @@
 """The load's write-ahead through journal intents, end to end on one batch: a host stopped after the
 write and before the journal leaves the batch's new records known as `created` (origin created, code
 write_in_progress), and the batch run again journals them as created with their ids. And one journal row
-per record: a minor with two guardian links (two rows of an update map writing one contact) loads."""
+per record: a minor with two guardian links (two rows of an update map writing one contact) loads. And the
+final report counts what the audit log lists, from the same read of the journal."""
 
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import sqlite3
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +23,8 @@ from agent.synth import synthesize
 from devtools import azurite
 from devtools.stack import FAST_EMULATOR, LocalStack, drive_migration, practice_stack
 from shared.dataverse.schema import read_table
+from shared.pipeline.audit import audit_lines
+from shared.pipeline.finish import JournalTally, build_report
 from shared.pipeline.load import load_batch
 from shared.pipeline.target import dataverse_client
 from shared.runtime import Runtime
@@ -112,3 +118,21 @@ def test_a_minor_with_two_guardian_links_keeps_the_last_and_the_first_is_journal
     contacts = loaded.stack.emulator.rows("contact")
     guardian = contacts[str(entries[minor].target_id)]["bw_guardianid"]["id"]
     assert contacts[guardian]["bw_sourceid"] == f"P-{loaded.last_guardian}"  # the later link's guardian
+
+
+def test_the_final_report_counts_exactly_what_the_audit_log_lists(loaded: Loaded):
+    rt = loaded.rt
+    migration = rt.migrations.get(TENANT, loaded.migration_id)
+    tally = JournalTally()
+    lines = list(csv.DictReader(io.StringIO("".join(audit_lines(rt, loaded.migration_id, observe=tally.add)))))
+    report = build_report(rt, migration, tally)
+    listed: dict[str, Counter[str]] = {}
+    for line in lines:
+        listed.setdefault(line["table"], Counter())[line["action"]] += 1
+    assert report.maps and all(outcome.actions == dict(listed.get(outcome.map, {})) for outcome in report.maps)
+    assert report == build_report(rt, migration)  # the counts taken in passing equal a read of their own
+    assert report.unaccounted == {}
+    # A row the journal lost shows as unaccounted in its source table.
+    lost = next(o for o in report.maps if o.actions.get("created"))
+    tally.actions[lost.map]["created"] -= 1
+    assert build_report(rt, migration, tally).unaccounted == {lost.source_table: 1}
