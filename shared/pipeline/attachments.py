@@ -40,6 +40,11 @@ SHAREPOINT_FILE_LIMIT = 250 * 1024 * 1024 * 1024
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 
+FILES_IN_FLIGHT = 8
+"""Patients whose files are copied at once (each patient's files one after another)."""
+LARGE_FILE_BYTES = 16 * 1024 * 1024
+"""A file over this is read and sent while no other such file is in memory (a CBCT scan can be 500 MB)."""
+
 
 class AttachmentInfo(BaseModel):
     part: int
@@ -115,6 +120,44 @@ async def copy_attachments(rt: Runtime, migration: Migration, part: int, *,
             graph = GraphClient(GraphConfig(graph_url=graph_root, scope=GRAPH_SCOPE), credential)
             library = await _library(graph, dv, migration.target.sharepoint_site or "")
         context = make_context(spec, reader.manifest.practice_timezone)
+
+        async def copy_one(sid: str, row: dict[str, Any], digest: str, patient: str) -> None:
+            data = await asyncio.to_thread(_read_file, reader, digest)
+            patient_key = f"{spec.table('patient').key.prefix}-{patient}"
+            contact = await dv.get("contacts", {spec.source_id_column: patient_key},
+                                   select=["contactid", "fullname"])
+            if contact is None:
+                journal(sid, "failed", code="contact_missing",
+                        reason=f"the patient's contact {patient_key} is not in Dataverse")
+                return
+            if to_notes:
+                payload, errors = transform_row(table_map, row, context)
+                if any(e.fatal for e in errors):
+                    journal(sid, "quarantined", code=",".join(sorted({e.code for e in errors})))
+                    return
+                payload.update({"documentbody": base64.b64encode(data).decode(), "isdocument": True})
+                note_id = derived_id("annotation", sid)
+                await dv.request("PATCH", f"annotations({note_id})", json=payload,
+                                 headers={"Content-Type": "application/json"})
+                journal(sid, "created", target_table="annotation", target_id=note_id, origin="created")
+                return
+            assert graph is not None and library is not None
+            result = await upload_contact_document(
+                graph, dv, library, contact_id=contact["contactid"],
+                folder_name=contact_folder_name(contact.get("fullname") or "", contact["contactid"]),
+                file_name=_file_name(row, sid), data=data,
+                content_type=str(row.get("media_type") or "application/octet-stream"))
+            journal(sid, "created", target_table="sharepoint", target_id=result.file_item_id,
+                    origin="created", code=result.location_id)
+            # The file as uploaded: rollback deletes it only if nobody edited it since (file_stamps.py).
+            uploaded = await graph.get_or_none(f"drives/{library.drive_id}/items/{result.file_item_id}")
+            if uploaded is not None:
+                stamps[result.file_item_id] = stamp(uploaded)
+
+        # Files are copied a patient at a time (one folder, no two creates of it racing) and several
+        # patients at once: each file is a handful of dependent requests, so one at a time spends the
+        # stage waiting on latency. At most one file over LARGE_FILE_BYTES is held in memory at a time.
+        by_patient: dict[str, list[tuple[str, dict[str, Any], str, int]]] = {}
         try:
             for item in reader.iter_part(table_map.source_table, part):
                 if sample is not None and (not isinstance(item, LoadedRow) or not in_sample(
@@ -142,37 +185,26 @@ async def copy_attachments(rt: Runtime, migration: Migration, part: int, *,
                     journal(sid, "skipped", code="too_large",
                             reason=f"{size} bytes is over the destination's limit of {limit} bytes")
                     continue
-                data = _read_file(reader, digest)
-                patient_key = f"{spec.table('patient').key.prefix}-{patient}"
-                contact = await dv.get("contacts", {spec.source_id_column: patient_key},
-                                       select=["contactid", "fullname"])
-                if contact is None:
-                    journal(sid, "failed", code="contact_missing",
-                            reason=f"the patient's contact {patient_key} is not in Dataverse")
-                    continue
-                if to_notes:
-                    payload, errors = transform_row(table_map, row, context)
-                    if any(e.fatal for e in errors):
-                        journal(sid, "quarantined", code=",".join(sorted({e.code for e in errors})))
-                        continue
-                    payload.update({"documentbody": base64.b64encode(data).decode(), "isdocument": True})
-                    note_id = derived_id("annotation", sid)
-                    await dv.request("PATCH", f"annotations({note_id})", json=payload,
-                                     headers={"Content-Type": "application/json"})
-                    journal(sid, "created", target_table="annotation", target_id=note_id, origin="created")
-                else:
-                    assert graph is not None and library is not None
-                    result = await upload_contact_document(
-                        graph, dv, library, contact_id=contact["contactid"],
-                        folder_name=contact_folder_name(contact.get("fullname") or "", contact["contactid"]),
-                        file_name=_file_name(row, sid), data=data,
-                        content_type=str(row.get("media_type") or "application/octet-stream"))
-                    journal(sid, "created", target_table="sharepoint", target_id=result.file_item_id,
-                            origin="created", code=result.location_id)
-                    # The file as uploaded: rollback deletes it only if nobody edited it since (file_stamps.py).
-                    uploaded = await graph.get_or_none(f"drives/{library.drive_id}/items/{result.file_item_id}")
-                    if uploaded is not None:
-                        stamps[result.file_item_id] = stamp(uploaded)
+                by_patient.setdefault(str(patient), []).append((sid, row, str(digest), size))
+
+            slots = asyncio.Semaphore(FILES_IN_FLIGHT)
+            large = asyncio.Lock()
+
+            async def copy_patient(patient: str, files: list[tuple[str, dict[str, Any], str, int]]) -> None:
+                async with slots:
+                    for sid, row, digest, size in files:
+                        if size > LARGE_FILE_BYTES:
+                            async with large:
+                                await copy_one(sid, row, digest, patient)
+                        else:
+                            await copy_one(sid, row, digest, patient)
+
+            try:
+                async with asyncio.TaskGroup() as group:  # the first failure cancels the rest; the activity reruns
+                    for patient, files in by_patient.items():
+                        group.create_task(copy_patient(patient, files))
+            except ExceptionGroup as failed:
+                raise failed.exceptions[0] from failed  # its own type: callers and retries classify by it
         finally:
             if graph is not None:
                 await graph.aclose()

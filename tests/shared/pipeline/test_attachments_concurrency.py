@@ -1,0 +1,100 @@
+"""The attachment copy runs several patients at once and each patient's files one after another, and a
+failure inside it surfaces as its own error type (the retry policy classifies by type), not as a group."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.extract import extract
+from agent.synth import synthesize
+from devtools import azurite
+from devtools.stack import FAST_EMULATOR, LocalStack, drive_migration, practice_stack
+from shared.errors import SharePointUnavailable
+from shared.pipeline import attachments
+from shared.sharepoint.documents import DocumentResult
+
+TENANT = "practice-group-1"
+
+
+@dataclass
+class Migrated:
+    stack: LocalStack
+    migration_id: str
+    documents_by_patient: Counter[str]
+
+
+@pytest.fixture(scope="module")
+def migrated(azurite: azurite.AzuriteProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Migrated]:
+    work = Path(tmp_path_factory.mktemp("attachments"))
+    practice = work / "practice.db"
+    synth = synthesize(practice, 30, 11)
+    with sqlite3.connect(practice) as db:  # one patient gets a second document (same file, its own row)
+        columns = [row[1] for row in db.execute("PRAGMA table_info(v_document)") if row[1] != "doc_id"]
+        db.execute(f"INSERT INTO v_document (doc_id, {', '.join(columns)}) "
+                   f"SELECT 990001, {', '.join(columns)} FROM v_document ORDER BY doc_id LIMIT 1")
+        per_patient = Counter(str(row[0]) for row in db.execute("SELECT patient_id FROM v_document"))
+    bundle = extract(str(practice), work / "bundle", files_root=synth.files_root).bundle_dir
+    with practice_stack(work, practice, storage=azurite, emulator_config=FAST_EMULATOR) as stack:
+        result = drive_migration(stack, bundle, timeout=300, sample_patients=0)
+        assert result["view"]["runtime_status"] == "Completed", result["view"].get("custom_status")
+        yield Migrated(stack, str(result["migration_id"]), per_patient)
+
+
+def _copy_again(m: Migrated) -> attachments.AttachmentInfo:
+    rt = m.stack.runtime()
+    migration = rt.migrations.get(TENANT, m.migration_id)
+    return asyncio.run(attachments.copy_attachments(rt, migration, 0))
+
+
+def test_patients_are_copied_side_by_side_and_each_patients_files_in_turn(
+        migrated: Migrated, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert sum(n > 1 for n in migrated.documents_by_patient.values()) >= 1, "needs a patient with two documents"
+    in_flight: Counter[str] = Counter()
+    most_at_once = 0
+    most_per_contact = 0
+
+    async def upload(graph: Any, dv: Any, library: Any, *, contact_id: str, data: bytes, **_: Any) -> DocumentResult:
+        nonlocal most_at_once, most_per_contact
+        in_flight[contact_id] += 1
+        most_at_once = max(most_at_once, sum(in_flight.values()))
+        most_per_contact = max(most_per_contact, in_flight[contact_id])
+        await asyncio.sleep(0.05)  # a request's latency: the others run meanwhile
+        in_flight[contact_id] -= 1
+        return DocumentResult(contact_id=contact_id, folder_item_id="f", file_item_id=f"i-{contact_id}",
+                              size=len(data), location_id="l")
+
+    monkeypatch.setattr(attachments, "upload_contact_document", upload)
+    rt = migrated.stack.runtime()
+    copied_first = sum(e.action == "created" for e in rt.journal.entries(migrated.migration_id, "document"))
+    info = _copy_again(migrated)
+    assert info.copied == copied_first > 1
+    assert most_per_contact == 1
+    assert 1 < most_at_once <= attachments.FILES_IN_FLIGHT
+
+
+def test_a_failed_copy_raises_its_own_error_and_journals_nothing_new(
+        migrated: Migrated, monkeypatch: pytest.MonkeyPatch) -> None:
+    rt = migrated.stack.runtime()
+    before = Counter(e.action for e in rt.journal.entries(migrated.migration_id, "document"))
+    calls = 0
+
+    async def upload(*_: Any, **__: Any) -> DocumentResult:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise SharePointUnavailable("Graph answered 503", status=503)
+        await asyncio.sleep(0.05)
+        raise AssertionError("cancelled before it returns: the first failure stops the part")
+
+    monkeypatch.setattr(attachments, "upload_contact_document", upload)
+    with pytest.raises(SharePointUnavailable):
+        _copy_again(migrated)
+    assert Counter(e.action for e in rt.journal.entries(migrated.migration_id, "document")) == before
