@@ -133,7 +133,7 @@ class LocalHost:
         app.router.add_get("/admin/devhost/clock", self._get_clock)
         app.router.add_post("/admin/devhost/clock", self._set_clock)
         app.router.add_get("/admin/devhost/idle", self._wait_idle)
-        app.router.add_get("/admin/devhost/memory", self._memory_growth)
+        app.router.add_get("/admin/devhost/memory", self._traced_heap)
         prefix = self.functions.route_prefix
         app.router.add_route("*", f"/{prefix}/{{tail:.*}}" if prefix else "/{tail:.*}", self._http_function)
         return app
@@ -293,7 +293,7 @@ class LocalHost:
             idle = await self.hub.wait_idle(max(deadline - time.monotonic(), 0.0)) and self._timers_idle()
         return _json({"idle": idle}, 200 if idle else 408)
 
-    async def _memory_growth(self, request: web.Request) -> web.Response:
+    async def _traced_heap(self, request: web.Request) -> web.Response:
         """Top allocation growth by source line since the previous call (the soak's leak finder), or with
         `?by=size` the lines holding most right now (the benchmark's view of a peak): file names, line numbers
         and sizes only, never what the memory holds."""
@@ -303,9 +303,12 @@ class LocalHost:
             return _json({"error": "start the host with PYTHONTRACEMALLOC=1 to trace allocations"}, 409)
         top = int(request.query.get("top", "15"))
         snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
-        previous, self._memory_snapshot = self._memory_snapshot, snapshot
-        growth = previous is not None and request.query.get("by") != "size"
-        stats = snapshot.compare_to(previous, "lineno") if growth else snapshot.statistics("lineno")
+        if request.query.get("by") == "size":  # the growth baseline stays where the last growth call left it
+            growth, stats = False, snapshot.statistics("lineno")
+        else:
+            previous, self._memory_snapshot = self._memory_snapshot, snapshot
+            growth = previous is not None
+            stats = snapshot.compare_to(previous, "lineno") if growth else snapshot.statistics("lineno")
         traced, peak = tracemalloc.get_traced_memory()
         return _json({"traced_kib": traced // 1024, "peak_kib": peak // 1024, "since_previous": growth,
                       "top": [{"where": f"{s.traceback[0].filename}:{s.traceback[0].lineno}",

@@ -48,7 +48,7 @@ class LoopStalls:
         """Seconds spent in garbage collection, per generation collected, in any thread."""
         self.gc_collections = [0, 0, 0]
         self.gc_longest = 0.0
-        self._gc_started = 0.0
+        self._gc_started: float | None = None
 
     async def watch(self) -> None:
         """Run until cancelled (the sampler thread stops with it)."""
@@ -75,7 +75,10 @@ class LoopStalls:
         if phase == "start":
             self._gc_started = time.perf_counter()
             return
+        if self._gc_started is None:  # registered mid-collection: no start to time from
+            return
         took = time.perf_counter() - self._gc_started
+        self._gc_started = None
         generation = info.get("generation", 2)
         self.gc_seconds[generation] += took
         self.gc_collections[generation] += 1

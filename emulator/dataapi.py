@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
@@ -124,7 +125,7 @@ def _list(store: Store, req: ApiRequest, e: dict[str, Any]) -> ApiResponse:
     records.check_select(store, e, select)
     if "$filter" in req.query:
         pred = parse_filter(req.query["$filter"], records.filter_checker(store, e))
-        rows = [r for r in _candidates(store, e, pred) if pred(records.output_view(store, e, r))]
+        rows = _filtered(store, e, pred)
     else:
         rows = list(store.rows(e["LogicalName"]).values())
     for col, desc in reversed(parse_orderby(req.query.get("$orderby"))):
@@ -159,19 +160,22 @@ def _list(store: Store, req: ApiRequest, e: dict[str, Any]) -> ApiResponse:
     return ApiResponse.of_json(200, out)
 
 
-def _candidates(store: Store, e: dict[str, Any], pred: Filter) -> list[dict[str, Any]]:
-    """The rows `pred` can match: through an Active one-column alternate key when the filter pins that column
-    (`eq`, `In`), else every row. Index hits come in row-id order, which is stable across a query's pages."""
+def _filtered(store: Store, e: dict[str, Any], pred: Filter) -> list[dict[str, Any]]:
+    """The rows `pred` matches, in row-id order (as Dataverse returns rows without `$orderby`: by primary
+    key), so a query's pages and `$top` do not depend on how the rows were found: through an Active
+    one-column alternate key when the filter pins that column (`eq`, `In`), else by testing every row."""
     table = e["LogicalName"]
+    rows = store.rows(table)
+    candidates: Iterable[str] = rows
     for hint in pred.hints:
-        column = hint.prop[1:-6] if hint.prop.startswith("_") and hint.prop.endswith("_value") else hint.prop
-        for key in e["Keys"].values():
-            if key["EntityKeyIndexStatus"] == "Active" and key["KeyAttributes"] == [column]:
-                ids = {store.find_by_key(table, key["LogicalName"], (v,)) for v in hint.values}
-                ids.discard(None)
-                rows = store.rows(table)
-                return [rows[i] for i in sorted(ids)]
-    return list(store.rows(table).values())
+        key = next((k for k in store.active_keys(table) if k["KeyAttributes"] == [records.column_of(hint.prop)]),
+                   None)
+        if key is not None:
+            found = {store.find_by_key(table, key["LogicalName"], (v,)) for v in hint.values}
+            candidates = [i for i in found if i is not None]
+            break
+    matched = [i for i in candidates if pred(records.output_view(store, e, rows[i]))]
+    return [rows[i] for i in sorted(matched)]
 
 
 def _expand(req: ApiRequest) -> list[str] | None:

@@ -116,7 +116,7 @@ _OPS = {"eq", "ne", "gt", "ge", "lt", "le"}
 
 @dataclass(frozen=True)
 class KeyHint:
-    """Every row the filter can match has `prop` equal to one of `values` (lower-cased strings).
+    """Every row the filter can match has `prop` equal to one of `values` (strings lower-cased; never null).
 
     `eq` and `Microsoft.Dynamics.CRM.In` on a property give one; `and` keeps both sides' hints, `or` only
     the unions of hints that name the same property on both sides. The emulator answers such a filter
@@ -265,7 +265,9 @@ class _Parser:
             prop_name = str(args.get("PropertyName", ""))
             self.check(prop_name)
             wanted = frozenset(_norm(v) for v in args.get("PropertyValues", []))
-            return (lambda row: _norm(_get(row, prop_name)) in wanted), (KeyHint(prop_name, wanted),)
+            # A null among the values matches rows without the value, which no key index holds.
+            hints = () if None in wanted else (KeyHint(prop_name, wanted),)
+            return (lambda row: _norm(_get(row, prop_name)) in wanted), hints
         left, left_prop, left_value = self.operand()
         op = self.take()
         if op not in _OPS:

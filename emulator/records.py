@@ -414,9 +414,14 @@ def output_view(store: Store, e: dict[str, Any], row: dict[str, Any]) -> dict[st
     return view
 
 
+def column_of(name: str) -> str:
+    """The column a filter property names: `_x_value` (a lookup's id, as the filter sees it) is column `x`."""
+    return name[1:-6] if name.startswith("_") and name.endswith("_value") else name
+
+
 def filter_checker(store: Store, e: dict[str, Any]):
     def check(name: str) -> None:
-        col = name[1:-6] if name.startswith("_") and name.endswith("_value") else name
+        col = column_of(name)
         if visible_attr(store, e, col.split("/")[0]) is None:
             raise unknown_property(name, e["LogicalName"])
     return check

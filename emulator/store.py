@@ -175,20 +175,20 @@ class Store:
             values.append(v["id"] if isinstance(v, dict) else (v.lower() if isinstance(v, str) else v))
         return tuple(values)
 
-    def _active_keys(self, table: str) -> list[dict[str, Any]]:
+    def active_keys(self, table: str) -> list[dict[str, Any]]:
         e = self.entity(table)
         if not e:
             return []
         return [k for k in e["Keys"].values() if k["EntityKeyIndexStatus"] == "Active"]
 
     def _index(self, table: str, row_id: str, row: dict[str, Any]) -> None:
-        for k in self._active_keys(table):
+        for k in self.active_keys(table):
             vals = self.key_values(table, k, row)
             if vals is not None:
                 self._key_index.setdefault((table, k["LogicalName"]), {})[vals] = row_id
 
     def _unindex(self, table: str, row_id: str, row: dict[str, Any]) -> None:
-        for k in self._active_keys(table):
+        for k in self.active_keys(table):
             vals = self.key_values(table, k, row)
             idx = self._key_index.get((table, k["LogicalName"]))
             if vals is not None and idx is not None and idx.get(vals) == row_id:
@@ -200,7 +200,7 @@ class Store:
 
     def key_conflict(self, table: str, row_id: str, row: dict[str, Any]) -> dict[str, Any] | None:
         """The Active key another row already holds with this row's values, if any."""
-        for k in self._active_keys(table):
+        for k in self.active_keys(table):
             vals = self.key_values(table, k, row)
             if vals is None:
                 continue

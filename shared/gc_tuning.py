@@ -22,6 +22,7 @@ YOUNG_THRESHOLD = 50_000
 
 def tune_garbage_collector() -> None:
     """Call once, after the app's imports. Calling again only freezes what was created since."""
+    gc.collect()  # import-time garbage first: frozen cycles would never be freed
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -17,6 +18,7 @@ from pydantic import BaseModel
 from shared.connections import target_credential
 from shared.dataverse.client import DataverseClient
 from shared.dentrix.reader import BundleReader, LoadedRow, QuarantinedRow
+from shared.errors import Fatal, Retriable
 from shared.mapping.rows import derived_id, make_context, source_id, transform_row
 from shared.mapping.spec import MappingSpec, TableMap
 from shared.pipeline.bundle import open_bundle
@@ -40,8 +42,8 @@ SHAREPOINT_FILE_LIMIT = 250 * 1024 * 1024 * 1024
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 
-FILES_IN_FLIGHT = 8
-"""Patients whose files are copied at once (each patient's files one after another)."""
+PATIENTS_IN_FLIGHT = 8
+"""Patients whose files a part copies at once (each patient's files one after another)."""
 LARGE_FILE_BYTES = 16 * 1024 * 1024
 """A file over this is read and sent while no other such file is in memory (a CBCT scan can be 500 MB)."""
 
@@ -98,14 +100,16 @@ async def copy_attachments(rt: Runtime, migration: Migration, part: int, *,
     patient_column = _patient_column(table_map)
     counts = {"created": 0, "skipped": 0, "failed": 0}
     entries: list[JournalEntry] = []
+    delta = bool(bundle_id) and bundle_id != migration.bundle_id
+    batch = f"{'sample:' if sample else ''}{bundle_id + ':' if bundle_id else ''}{table_map.name}/{part}"
+    stamps_key = f"{'sample:' if sample else ''}{table_map.name}/{part}"
     stamps: dict[str, dict[str, Any]] = {}
 
     def journal(sid: str, action: TAction, **fields: Any) -> None:
         key = "created" if action in ("created", "updated") else action
         counts[key] = counts.get(key, 0) + 1
         entries.append(JournalEntry(migration_id=migration.migration_id, table=table_map.name, source_id=sid,
-                                    action=action, batch=f"{'sample:' if sample else ''}{bundle_id + ':' if bundle_id else ''}{table_map.name}/{part}", at=now(),
-                                    **fields))
+                                    action=action, batch=batch, at=now(), **fields))
 
     to_notes = migration.target.attachments == "notes" or not migration.target.sharepoint_site
     limit = rt.settings.note_attachment_limit if to_notes else SHAREPOINT_FILE_LIMIT
@@ -121,15 +125,8 @@ async def copy_attachments(rt: Runtime, migration: Migration, part: int, *,
             library = await _library(graph, dv, migration.target.sharepoint_site or "")
         context = make_context(spec, reader.manifest.practice_timezone)
 
-        async def copy_one(sid: str, row: dict[str, Any], digest: str, patient: str) -> None:
+        async def copy_one(sid: str, row: dict[str, Any], digest: str, contact: dict[str, Any]) -> None:
             data = await asyncio.to_thread(_read_file, reader, digest)
-            patient_key = f"{spec.table('patient').key.prefix}-{patient}"
-            contact = await dv.get("contacts", {spec.source_id_column: patient_key},
-                                   select=["contactid", "fullname"])
-            if contact is None:
-                journal(sid, "failed", code="contact_missing",
-                        reason=f"the patient's contact {patient_key} is not in Dataverse")
-                return
             if to_notes:
                 payload, errors = transform_row(table_map, row, context)
                 if any(e.fatal for e in errors):
@@ -154,9 +151,10 @@ async def copy_attachments(rt: Runtime, migration: Migration, part: int, *,
             if uploaded is not None:
                 stamps[result.file_item_id] = stamp(uploaded)
 
-        # Files are copied a patient at a time (one folder, no two creates of it racing) and several
-        # patients at once: each file is a handful of dependent requests, so one at a time spends the
-        # stage waiting on latency. At most one file over LARGE_FILE_BYTES is held in memory at a time.
+        # Several patients at once, each patient's files in turn: a file is a handful of dependent
+        # requests, so one file at a time spends the stage waiting on latency; in turn, because a part
+        # creates each patient's folder from one task (parts run side by side, and ensure_folder
+        # tolerates a create racing its own). At most one file over LARGE_FILE_BYTES is in memory.
         by_patient: dict[str, list[tuple[str, dict[str, Any], str, int]]] = {}
         try:
             for item in reader.iter_part(table_map.source_table, part):
@@ -187,35 +185,44 @@ async def copy_attachments(rt: Runtime, migration: Migration, part: int, *,
                     continue
                 by_patient.setdefault(str(patient), []).append((sid, row, str(digest), size))
 
-            slots = asyncio.Semaphore(FILES_IN_FLIGHT)
+            slots = asyncio.Semaphore(PATIENTS_IN_FLIGHT)
             large = asyncio.Lock()
 
             async def copy_patient(patient: str, files: list[tuple[str, dict[str, Any], str, int]]) -> None:
                 async with slots:
+                    patient_key = f"{spec.table('patient').key.prefix}-{patient}"
+                    contact = await dv.get("contacts", {spec.source_id_column: patient_key},
+                                           select=["contactid", "fullname"])
                     for sid, row, digest, size in files:
-                        if size > LARGE_FILE_BYTES:
+                        if contact is None:
+                            journal(sid, "failed", code="contact_missing",
+                                    reason=f"the patient's contact {patient_key} is not in Dataverse")
+                        elif size > LARGE_FILE_BYTES:
                             async with large:
-                                await copy_one(sid, row, digest, patient)
+                                await copy_one(sid, row, digest, contact)
                         else:
-                            await copy_one(sid, row, digest, patient)
+                            await copy_one(sid, row, digest, contact)
 
             try:
                 async with asyncio.TaskGroup() as group:  # the first failure cancels the rest; the activity reruns
                     for patient, files in by_patient.items():
                         group.create_task(copy_patient(patient, files))
             except ExceptionGroup as failed:
-                raise failed.exceptions[0] from failed  # its own type: callers and retries classify by it
+                # Journal what reached SharePoint before the failure, so a rollback of a run that never
+                # finishes still finds those files; the part itself is not marked done. Not for a delta:
+                # its failures-cleared count must be taken before any of its rows are journaled.
+                if not delta:
+                    await asyncio.to_thread(_keep_done, rt, migration.migration_id, entries, stamps, stamps_key)
+                raise _most_telling(failed.exceptions) from None
         finally:
             if graph is not None:
                 await graph.aclose()
-    store_stamps(rt, migration.migration_id, f"{'sample:' if sample else ''}{table_map.name}/{part}", stamps)
+    store_stamps(rt, migration.migration_id, stamps_key, stamps)
     # A delta's part has a row of its own (it used to overwrite the full run's `attachments:<part>`).
     stage = (f"sample-attachments:{part}" if sample is not None
              else f"attachments:{bundle_id}:{part}" if bundle_id else f"attachments:{part}")
     # Failures by code on the progress row (shared/state/failures.py): a delta first reads which earlier
     # failures its rows replace; the full run's part journals the sample's rows again.
-    delta = bool(bundle_id) and bundle_id != migration.bundle_id
-    batch = f"{'sample:' if sample else ''}{bundle_id + ':' if bundle_id else ''}{table_map.name}/{part}"
 
     def journal_and_report() -> None:  # storage calls: off the event loop the other activities share
         cleared = failures.cleared_by(rt, migration.migration_id, batch, stage, entries) if delta else {}
@@ -227,6 +234,26 @@ async def copy_attachments(rt: Runtime, migration: Migration, part: int, *,
     await asyncio.to_thread(journal_and_report)
     return AttachmentInfo(part=part, copied=counts["created"], skipped=counts["skipped"] + counts.get("quarantined", 0),
                           failed=counts["failed"])
+
+
+def _keep_done(rt: Runtime, migration_id: str, entries: list[JournalEntry], stamps: dict[str, dict[str, Any]],
+               stamps_key: str) -> None:
+    rt.journal.record(entries)
+    store_stamps(rt, migration_id, stamps_key, stamps)
+
+
+def _most_telling(errors: Sequence[BaseException]) -> BaseException:
+    """The error to raise for a part whose copies failed in several ways: one that no retry can mend first,
+    then an unexpected one (a bug), then a retriable one. The others' types go to the log (no content)."""
+    def rank(error: BaseException) -> int:
+        if isinstance(error, Fatal):
+            return 0
+        return 2 if isinstance(error, Retriable) else 1
+    chosen = min(errors, key=rank)
+    others = [type(e).__name__ for e in errors if e is not chosen]
+    if others:
+        log.warning("attachment copy failed with %s; also %s", type(chosen).__name__, ", ".join(others))
+    return chosen
 
 
 def _file_name(row: dict[str, Any], sid: str) -> str:

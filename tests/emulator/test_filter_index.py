@@ -28,7 +28,8 @@ def test_hints_follow_the_filter_logic() -> None:
     assert _hints("lastname eq 'A' and bw_sourceid eq 'P-1'") == (KeyHint("lastname", frozenset({"a"})), one)
     assert _hints("bw_sourceid eq 'P-1' or bw_sourceid eq 'P-2'") == \
         (KeyHint("bw_sourceid", frozenset({"p-1", "p-2"})),)
-    for text in ("bw_sourceid eq 'P-1' or lastname eq 'A'", "not (bw_sourceid eq 'P-1')", "bw_sourceid ne 'P-1'",
+    for text in ("bw_sourceid eq 'P-1' or lastname eq 'A'",
+                 "Microsoft.Dynamics.CRM.In(PropertyName='bw_sourceid',PropertyValues=['P-1',null])", "not (bw_sourceid eq 'P-1')", "bw_sourceid ne 'P-1'",
                  "bw_sourceid eq null", "bw_sourceid gt 'P-1'", "startswith(bw_sourceid,'P-1')", "lastname eq firstname"):
         assert _hints(text) == (), text
 
@@ -92,3 +93,23 @@ def test_keyed_in_reads_only_the_named_rows_and_pages_without_repeats(
     seen.clear()
     assert len(_all(api, "lastname eq 'A'")) == ROWS // 2
     assert len(seen) == ROWS  # no key on lastname: a scan
+
+
+def test_a_null_among_in_values_finds_the_rows_without_a_value(api: httpx.Client, keyed: dict[str, str]) -> None:
+    ok(api.post("contacts", json={"lastname": "N"}), 204)  # no bw_sourceid: in no key index
+    flt = "Microsoft.Dynamics.CRM.In(PropertyName='bw_sourceid',PropertyValues=['P-1',null])"
+    body = ok(api.get("contacts", params={"$select": "lastname,bw_sourceid", "$filter": flt}), 200).json()
+    assert sorted((r["bw_sourceid"] or "", r["lastname"]) for r in body["value"]) == [("", "N"), ("P-1", "A")]
+
+
+def test_top_takes_the_same_rows_whether_the_index_or_a_scan_finds_them(
+        api: httpx.Client, keyed: dict[str, str]) -> None:
+    wanted = [f"P-{n}" for n in range(0, ROWS, 4)]
+    keyed_filter = " or ".join(f"bw_sourceid eq '{w}'" for w in wanted)
+    scanned_filter = keyed_filter + " or lastname eq 'nobody'"  # another property: no hint, every row tested
+
+    def first(flt: str) -> list[str]:
+        body = ok(api.get("contacts", params={"$select": "contactid", "$filter": flt, "$top": "3"}), 200).json()
+        return [r["contactid"] for r in body["value"]]
+
+    assert first(keyed_filter) == first(scanned_filter) == sorted(keyed[w] for w in wanted)[:3]

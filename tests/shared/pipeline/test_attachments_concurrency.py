@@ -17,7 +17,7 @@ from agent.extract import extract
 from agent.synth import synthesize
 from devtools import azurite
 from devtools.stack import FAST_EMULATOR, LocalStack, drive_migration, practice_stack
-from shared.errors import SharePointUnavailable
+from shared.errors import SharePointConflict, SharePointUnavailable
 from shared.pipeline import attachments
 from shared.sharepoint.documents import DocumentResult
 
@@ -77,24 +77,34 @@ def test_patients_are_copied_side_by_side_and_each_patients_files_in_turn(
     info = _copy_again(migrated)
     assert info.copied == copied_first > 1
     assert most_per_contact == 1
-    assert 1 < most_at_once <= attachments.FILES_IN_FLIGHT
+    assert 1 < most_at_once <= attachments.PATIENTS_IN_FLIGHT
 
 
-def test_a_failed_copy_raises_its_own_error_and_journals_nothing_new(
+def test_a_failed_copy_raises_its_own_error_and_journals_the_files_already_copied(
         migrated: Migrated, monkeypatch: pytest.MonkeyPatch) -> None:
     rt = migrated.stack.runtime()
-    before = Counter(e.action for e in rt.journal.entries(migrated.migration_id, "document"))
     calls = 0
 
-    async def upload(*_: Any, **__: Any) -> DocumentResult:
+    async def upload(graph: Any, dv: Any, library: Any, *, contact_id: str, data: bytes, **_: Any) -> DocumentResult:
         nonlocal calls
         calls += 1
+        if calls <= 2:
+            return DocumentResult(contact_id=contact_id, folder_item_id="f", file_item_id=f"partial-{calls}",
+                                  size=len(data), location_id="l")
         if calls == 3:
             raise SharePointUnavailable("Graph answered 503", status=503)
-        await asyncio.sleep(0.05)
-        raise AssertionError("cancelled before it returns: the first failure stops the part")
+        await asyncio.Event().wait()  # still uploading when the failure cancels it
+        raise AssertionError("unreachable")
 
     monkeypatch.setattr(attachments, "upload_contact_document", upload)
     with pytest.raises(SharePointUnavailable):
         _copy_again(migrated)
-    assert Counter(e.action for e in rt.journal.entries(migrated.migration_id, "document")) == before
+    journaled = {e.target_id for e in rt.journal.entries(migrated.migration_id, "document")}
+    assert {"partial-1", "partial-2"} <= journaled  # a rollback of a run that stops here finds them
+
+
+def test_the_error_raised_for_several_failures_is_the_one_no_retry_mends() -> None:
+    retriable, fatal, bug = SharePointUnavailable("503", status=503), SharePointConflict("409"), ValueError("bug")
+    assert attachments._most_telling([retriable, bug, fatal]) is fatal
+    assert attachments._most_telling([retriable, bug]) is bug
+    assert attachments._most_telling([retriable]) is retriable

@@ -130,7 +130,8 @@ def test_the_final_report_counts_exactly_what_the_audit_log_lists(loaded: Loaded
     for line in lines:
         listed.setdefault(line["table"], Counter())[line["action"]] += 1
     assert report.maps and all(outcome.actions == dict(listed.get(outcome.map, {})) for outcome in report.maps)
-    assert report == build_report(rt, migration)  # the counts taken in passing equal a read of their own
+    for outcome in report.maps:  # and what each map's own read of the journal counts
+        assert outcome.actions == dict(Counter(e.action for e in rt.journal.entries(loaded.migration_id, outcome.map)))
     assert report.unaccounted == {}
     # A row the journal lost shows as unaccounted in its source table.
     lost = next(o for o in report.maps if o.actions.get("created"))
