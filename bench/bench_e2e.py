@@ -108,6 +108,7 @@ def summarize_e2e(r: E2EResult, cfg: EmulatorConfig) -> dict[str, Any]:
         "host_gc_full_collections_load": r.gc_full_collections_load,
         "host_gc_longest_ms": r.gc_longest_ms,
         "stage_seconds_real": r.stage_seconds,
+        "host_peak_rss_mb_after_stage": r.peak_rss_mb_after_stage,
         **({"host_traced_heap": r.host_traced} if r.host_traced else {}),
         "host_cpu_seconds_per_1000_records": round(r.host_cpu_seconds_load * 1000 / r.records, 3),
         "emulator_cpu_seconds_per_1000_records": round(r.emulator_cpu_seconds_load * 1000 / r.records, 3),
@@ -186,6 +187,9 @@ def print_e2e(label: str, s: dict[str, Any]) -> None:
                      f"records per CPU second in transform; context {t['context_cpu_seconds']} s once)"))
     if s.get("stage_seconds_real"):
         rows.append(("stages (real s)", ", ".join(f"{k} {v:,}" for k, v in s["stage_seconds_real"].items())))
+    if s.get("host_peak_rss_mb_after_stage"):
+        rows.append(("host peak as each stage ended", ", ".join(
+            f"{k} {v:,} MB" for k, v in s["host_peak_rss_mb_after_stage"].items())))
     if "host_traced_heap" in s:
         heap = s["host_traced_heap"]
         rows.append(("host traced heap, largest sample", f"{heap['traced_kib'] / 1024:,.1f} MiB (traced peak "

@@ -107,6 +107,8 @@ class E2EResult(BaseModel):
     stage_seconds: dict[str, float] = {}
     """Real seconds from the first status naming each stage to the next stage's (as the operator's polls saw
     them, so each is late by up to one poll); the stages before `load` are set-up the load does not count."""
+    peak_rss_mb_after_stage: dict[str, float] = {}
+    """The host's VmHWM as each stage ended: where the peak was reached."""
     host_traced: dict[str, Any] | None = None
     """With `trace_memory`: the host's traced Python heap at its largest sample, with the source lines holding
     most of it (devhost /admin/devhost/memory; sizes and line numbers only)."""
@@ -258,10 +260,13 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
         blocked: dict[str, float] = {}
         collected: dict[str, tuple[float, int]] = {}
         stage_seen: dict[str, float] = {}
+        peak_at: dict[str, float] = {}
 
         def on_progress(view: dict[str, Any]) -> None:
             stage = (view.get("custom_status") or {}).get("stage")
             if stage and stage not in stage_seen:
+                if stage_seen:  # the high-water mark as the previous stage ends
+                    peak_at[max(stage_seen, key=stage_seen.__getitem__)] = round(_peak_rss_mb(host_pid), 1)
                 stage_seen[stage] = time.monotonic()
             point = "start" if stage == "load" else "end" if stage in ("attachments", "done") else None
             if point and point not in marks:
@@ -277,6 +282,8 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
             result = drive_migration(stack, bundle, target=target_for(stack, application_users=users),
                                      timeout=timeout, on_progress=on_progress)
         migration_seconds = time.monotonic() - started
+        if stage_seen:
+            peak_at[max(stage_seen, key=stage_seen.__getitem__)] = round(_peak_rss_mb(host_pid), 1)
         stage_seen["(end)"] = time.monotonic()
         order = sorted(stage_seen.items(), key=lambda kv: kv[1])
         stage_seconds = {name: round(t1 - t0, 1) for (name, t0), (_, t1) in zip(order, order[1:], strict=False)}
@@ -325,5 +332,5 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
             loop_stall_sites=stalls["where"], gc_seconds_load=collected["end"][0] - collected["start"][0],
             gc_full_collections_load=collected["end"][1] - collected["start"][1],
             gc_longest_ms=int(stalls["gc"]["longestMs"]), host_traced=heap.largest if heap else None,
-            stage_seconds=stage_seconds,
+            stage_seconds=stage_seconds, peak_rss_mb_after_stage=peak_at,
         ), (workload if collect_workload else None), schema_spec
