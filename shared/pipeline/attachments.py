@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,9 +44,24 @@ SHAREPOINT_FILE_LIMIT = 250 * 1024 * 1024 * 1024
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 
 PATIENTS_IN_FLIGHT = 8
-"""Patients whose files a part copies at once (each patient's files one after another)."""
+"""Patients whose files this process copies at once (each patient's files one after another), whatever
+the number of parts: the orchestrator starts every part together, and a limit per part let a large
+practice (four parts at 16,000 documents) hold four times the files in memory."""
 LARGE_FILE_BYTES = 16 * 1024 * 1024
-"""A file over this is read and sent while no other such file is in memory (a CBCT scan can be 500 MB)."""
+"""A file over this is read and sent while no other such file is in this process's memory (a CBCT scan
+can be 500 MB)."""
+
+_LIMITS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[asyncio.Semaphore, asyncio.Lock]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _copy_limits() -> tuple[asyncio.Semaphore, asyncio.Lock]:
+    """The process's patient slots and large-file lock (one pair per event loop: asyncio's belong to one)."""
+    loop = asyncio.get_running_loop()
+    limits = _LIMITS.get(loop)
+    if limits is None:
+        limits = _LIMITS[loop] = (asyncio.Semaphore(PATIENTS_IN_FLIGHT), asyncio.Lock())
+    return limits
 
 
 class AttachmentInfo(BaseModel):
@@ -154,7 +170,7 @@ async def copy_attachments(rt: Runtime, migration: Migration, part: int, *,
         # Several patients at once, each patient's files in turn: a file is a handful of dependent
         # requests, so one file at a time spends the stage waiting on latency; in turn, because a part
         # creates each patient's folder from one task (parts run side by side, and ensure_folder
-        # tolerates a create racing its own). At most one file over LARGE_FILE_BYTES is in memory.
+        # tolerates a create racing its own). Slots and the large-file lock are the process's (`_copy_limits`).
         by_patient: dict[str, list[tuple[str, dict[str, Any], str, int]]] = {}
         try:
             for item in reader.iter_part(table_map.source_table, part):
@@ -185,8 +201,7 @@ async def copy_attachments(rt: Runtime, migration: Migration, part: int, *,
                     continue
                 by_patient.setdefault(str(patient), []).append((sid, row, str(digest), size))
 
-            slots = asyncio.Semaphore(PATIENTS_IN_FLIGHT)
-            large = asyncio.Lock()
+            slots, large = _copy_limits()
 
             async def copy_patient(patient: str, files: list[tuple[str, dict[str, Any], str, int]]) -> None:
                 async with slots:

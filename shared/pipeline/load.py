@@ -185,11 +185,32 @@ async def _entity_sets(client: DataverseClient, spec: MappingSpec) -> dict[str, 
 
 async def _context(rt: Runtime, migration: Migration, client: DataverseClient, reader: BundleReader,
                    spec: MappingSpec) -> TransformContext:
-    """The transform context of a migration (reference tables, owners, entity sets), cached per process."""
+    """The transform context of a migration (reference tables, owners, entity sets), cached per process.
+
+    Built once: the first batches of a stage start together, and each building its own copy read the
+    patient and parent tables that many times and held that many copies at once (`_BUILDING`)."""
     cache_key = (migration.migration_id, int(migration.mapping_version or 0), str(migration.bundle_id))
     cached = _CONTEXTS.get(cache_key)
     if cached is not None:
         return cached
+    loop = asyncio.get_running_loop()
+    building = _BUILDING.get(cache_key)
+    if building is None or building.get_loop() is not loop:
+        building = loop.create_task(_build_context(rt, migration, client, reader, spec, cache_key))
+        _BUILDING[cache_key] = building
+        # A failed build is forgotten, so the activity's retry builds again instead of re-raising it.
+        building.add_done_callback(lambda task: _BUILDING.pop(cache_key, None) if _BUILDING.get(cache_key) is task
+                                   else None)
+    # shield: one waiting batch cancelled (its activity failed) must not cancel the others' build.
+    return await asyncio.shield(building)
+
+
+_BUILDING: dict[tuple[str, int, str], asyncio.Task[TransformContext]] = {}
+"""Context builds in progress, by `_context`'s key: later batches wait for the first one's build."""
+
+
+async def _build_context(rt: Runtime, migration: Migration, client: DataverseClient, reader: BundleReader,
+                         spec: MappingSpec, cache_key: tuple[str, int, str]) -> TransformContext:
     def read() -> tuple[Any, Any, Any]:  # storage and bundle reads: off the event loop
         return stored_plan(rt, migration), _references(reader, sorted(reference_tables(spec))), \
             _parent_ids(reader, spec)

@@ -172,26 +172,32 @@ def build_scope(reader: BundleReader, spec: MappingSpec, patients: Iterable[str]
         columns = {hop.column for _, paths in links for path in paths for hop in parse_path(path)[1]
                    if hop.table == table}
         references[table] = {str(row[key]): {c: row.get(c) for c in columns} for row in rows_of(reader, table)}
-    patient_rows: list[dict[str, Any]] = []
     scope = SampleScope(patients=patients, contacts=list(patients), size=size, seed=seed)
-    first = True
-    while True:
-        found = set(scope.contacts)
-        for table_map, paths in links:
-            if not first and table_map.source_table != PATIENT_TABLE:
-                continue  # only the contact rows depend on the contacts found so far
-            if table_map.source_table == PATIENT_TABLE:  # read again on every pass: kept (one row per patient)
-                patient_rows = patient_rows or list(rows_of(reader, PATIENT_TABLE))
-                source: Iterable[dict[str, Any]] = patient_rows
-            else:  # read on the first pass only: streamed
-                source = rows_of(reader, table_map.source_table)
-            for row in source:
+    found = set(scope.contacts)
+    # Rows of other tables are in the sample by their patient, which never changes: one streamed pass.
+    for table_map, paths in links:
+        if table_map.source_table != PATIENT_TABLE:
+            for row in rows_of(reader, table_map.source_table):
                 if table_map.selects(row) and in_sample(table_map.source_table, row, scope):
                     found.update(v for v in (_resolve(p, row, references) for p in paths) if v is not None)
-        if len(found) == len(scope.contacts):
-            return scope
-        scope = SampleScope(patients=patients, contacts=sorted(found), size=size, seed=seed)
-        first = False
+    # A contact row joins the sample when its contact does, and then binds to further contacts: what each
+    # patient row binds to does not depend on the scope, so it is resolved once and kept as ids (the whole
+    # patient table, kept as rows for the fixed point, was ~3 KB a patient: 120 MB for a 36,000-patient group).
+    binds: dict[str, set[str]] = {}
+    contact_links = [(table_map, paths) for table_map, paths in links if table_map.source_table == PATIENT_TABLE]
+    for row in rows_of(reader, PATIENT_TABLE) if contact_links else ():
+        for table_map, paths in contact_links:
+            if table_map.selects(row):
+                targets = {v for v in (_resolve(p, row, references) for p in paths) if v is not None}
+                if targets:
+                    binds.setdefault(str(row.get("patient_id")), set()).update(targets)
+    frontier = [contact for contact in found if contact in binds]
+    while frontier:
+        for target in binds[frontier.pop()] - found:
+            found.add(target)
+            if target in binds:
+                frontier.append(target)
+    return SampleScope(patients=patients, contacts=sorted(found), size=size, seed=seed)
 
 
 # -- the stored scope ----------------------------------------------------------------------------------------

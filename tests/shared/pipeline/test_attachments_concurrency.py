@@ -80,6 +80,33 @@ def test_patients_are_copied_side_by_side_and_each_patients_files_in_turn(
     assert 1 < most_at_once <= attachments.PATIENTS_IN_FLIGHT
 
 
+def test_parts_copied_at_once_share_the_process_limit(migrated: Migrated, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The orchestrator starts every part together: the patients in flight are the process's, not each part's."""
+    assert len(migrated.documents_by_patient) > attachments.PATIENTS_IN_FLIGHT, "two parts must be able to exceed it"
+    in_flight = 0
+    most_at_once = 0
+
+    async def upload(graph: Any, dv: Any, library: Any, *, contact_id: str, data: bytes, **_: Any) -> DocumentResult:
+        nonlocal in_flight, most_at_once
+        in_flight += 1
+        most_at_once = max(most_at_once, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        return DocumentResult(contact_id=contact_id, folder_item_id="f", file_item_id=f"i-{contact_id}",
+                              size=len(data), location_id="l")
+
+    monkeypatch.setattr(attachments, "upload_contact_document", upload)
+    rt = migrated.stack.runtime()
+    migration = rt.migrations.get(TENANT, migrated.migration_id)
+
+    async def two_parts() -> None:  # part 0 twice (a twin delivery): the same work as two parts side by side
+        await asyncio.gather(attachments.copy_attachments(rt, migration, 0),
+                             attachments.copy_attachments(rt, migration, 0))
+
+    asyncio.run(two_parts())
+    assert most_at_once == attachments.PATIENTS_IN_FLIGHT
+
+
 def test_a_failed_copy_raises_its_own_error_and_journals_the_files_already_copied(
         migrated: Migrated, monkeypatch: pytest.MonkeyPatch) -> None:
     rt = migrated.stack.runtime()
