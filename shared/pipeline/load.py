@@ -14,9 +14,12 @@ A map with a `match` rule first looks for records that were in Dataverse before 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
 import functools
 import logging
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -240,13 +243,64 @@ def _parent_ids(reader: BundleReader, spec: MappingSpec) -> dict[str, set[str]]:
 
 def _children_for(reader: BundleReader, table_map: TableMap, parent_ids: set[str]
                   ) -> dict[tuple[str, str], dict[str, list[Mapping[str, Any]]]]:
-    """Child rows of this part's parents only (treatment-plan lines of these plans, for example)."""
+    """Child rows of this part's parents only (treatment-plan lines of these plans, for example), read
+    from the child table's parts that can hold them (`_child_part_spans`), not from the whole table."""
+    wanted = _whole_numbers(parent_ids)
     out: dict[tuple[str, str], dict[str, list[Mapping[str, Any]]]] = {}
     for child_table, parent_column in sorted(child_tables_of(table_map)):
-        rows = [item.row.model_dump() for item in reader.iter_table(child_table)
+        spans = _child_part_spans(reader, child_table, parent_column)
+        parts = [index for index, span in enumerate(spans) if span is None or wanted is None or _meets(wanted, span)]
+        rows = [item.row.model_dump() for index in parts for item in reader.iter_part(child_table, index)
                 if isinstance(item, LoadedRow) and str(getattr(item.row, parent_column, None)) in parent_ids]
         out[(child_table, parent_column)] = index_children(rows, parent_column)
     return out
+
+
+_SPANS: weakref.WeakKeyDictionary[BundleReader, dict[tuple[str, str], list[tuple[int, int] | None]]] = \
+    weakref.WeakKeyDictionary()
+_SPANS_LOCK = threading.Lock()
+
+
+def _child_part_spans(reader: BundleReader, child_table: str, parent_column: str) -> list[tuple[int, int] | None]:
+    """Per part of a child table, the lowest and highest parent id in it; None when one of them is not a
+    whole number (that part is always read). Read once per process and bundle, under a lock: the first
+    batches start together. Every appointment part used to read the whole appointment_procedure table
+    (5.4 s of CPU per part at 1M records, 33 parts). Children are written about when their parents are
+    (an appointment's procedures), so a part's span is narrow and a part of parents meets a few of them."""
+    with _SPANS_LOCK:
+        by_table = _SPANS.setdefault(reader, {})
+        if (child_table, parent_column) not in by_table:
+            by_table[(child_table, parent_column)] = [
+                _span(getattr(item.row, parent_column, None) for item in reader.iter_part(child_table, index)
+                      if isinstance(item, LoadedRow))
+                for index in range(reader.part_count(child_table))]
+        return by_table[(child_table, parent_column)]
+
+
+_EMPTY_SPAN = (1, 0)
+"""The span of a part without a parent id: it meets nothing."""
+
+
+def _span(values: Iterable[Any]) -> tuple[int, int] | None:
+    try:
+        numbers = [int(str(value)) for value in values if value is not None]
+    except ValueError:
+        return None
+    return (min(numbers), max(numbers)) if numbers else _EMPTY_SPAN
+
+
+def _whole_numbers(ids: Iterable[str]) -> list[int] | None:
+    """The ids as sorted integers, or None if one is not a whole number."""
+    try:
+        return sorted(int(text) for text in ids)
+    except ValueError:
+        return None
+
+
+def _meets(wanted: list[int], span: tuple[int, int]) -> bool:
+    """Whether a sorted list holds a number within the span."""
+    at = bisect.bisect_left(wanted, span[0])
+    return at < len(wanted) and wanted[at] <= span[1]
 
 
 def child_tables_of(table_map: TableMap) -> set[tuple[str, str]]:
