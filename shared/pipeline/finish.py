@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from shared.pipeline.audit import write_audit
 from shared.pipeline.bundle import open_bundle
 from shared.pipeline.mapping import approved_mapping
-from shared.pipeline.rollback import record_watermark
+from shared.pipeline.rollback import record_watermark, written_record
 from shared.runtime import Runtime
 from shared.state.journal import JournalEntry
 from shared.state.migrations import Migration
@@ -55,9 +55,13 @@ class JournalTally:
     def __init__(self) -> None:
         self.actions: dict[str, Counter[str]] = {}
         self.reasons: dict[str, Counter[str]] = {}
+        self.written_tables: set[str] = set()
+        """Dataverse tables the entries name a written record in (what the rollback watermark reads)."""
 
     def add(self, entry: JournalEntry) -> None:
         self.actions.setdefault(entry.table, Counter())[entry.action] += 1
+        if written_record(entry):
+            self.written_tables.add(str(entry.target_table))
         if entry.action in ("quarantined", "failed", "skipped") and entry.code:
             self.reasons.setdefault(entry.table, Counter())[entry.code] += 1
 
@@ -108,13 +112,14 @@ ACTIONS = ("created", "updated", "unchanged", "skipped", "quarantined", "failed"
 
 
 def finish(rt: Runtime, migration: Migration) -> FinishInfo:
-    # One read of the journal: the audit log streams to Blob while the report's counts are taken from it.
+    # One read of the journal: the audit log streams to Blob while the report's counts and the tables the
+    # watermark reads are taken from it (the watermark read the whole journal again for those).
     tally = JournalTally()
     audit = write_audit(rt, migration.migration_id, observe=tally.add)
     report = build_report(rt, migration, tally)
     path = rt.artifacts.put_json(migration.migration_id, REPORT_JSON, report)
     rt.artifacts.put_text(migration.migration_id, REPORT_TEXT, render(report))
     # After the migration's last write: what a rollback uses to tell later edits by people apart.
-    watermark = record_watermark(rt, migration)
+    watermark = record_watermark(rt, migration, tally.written_tables)
     return FinishInfo(report=path, unaccounted=sum(report.unaccounted.values()), audit=audit,
                       watermark=watermark)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -117,12 +117,12 @@ class RollbackReport(BaseModel):
 # -- the watermark, written at the end of the migration ---------------------------------------------------
 
 
-async def _watermark(rt: Runtime, migration: Migration) -> int | None:
-    tables = sorted({e.target_table for e in rt.journal.entries(migration.migration_id)
-                     if e.target_table and e.target_table != SHAREPOINT and e.target_id})
+async def _watermark(rt: Runtime, migration: Migration, tables: Iterable[str] | None) -> int | None:
+    if tables is None:
+        tables = {str(e.target_table) for e in rt.journal.entries(migration.migration_id) if written_record(e)}
     highest: int | None = None
     async with dataverse_client(rt, migration) as client:
-        for table in tables:
+        for table in sorted(tables):
             info = await read_table(client, table)
             if info is None:
                 continue
@@ -134,10 +134,17 @@ async def _watermark(rt: Runtime, migration: Migration) -> int | None:
     return highest
 
 
-def record_watermark(rt: Runtime, migration: Migration) -> int | None:
-    """Keep the highest row version of the written tables (callable from sync code, loop or not)."""
+def written_record(entry: JournalEntry) -> bool:
+    """Whether the entry names a Dataverse record the migration wrote (a table the watermark reads)."""
+    return bool(entry.target_table and entry.target_table != SHAREPOINT and entry.target_id)
+
+
+def record_watermark(rt: Runtime, migration: Migration, tables: Iterable[str] | None = None) -> int | None:
+    """Keep the highest row version of the written tables (callable from sync code, loop or not).
+    `tables`: the Dataverse tables the journal names (`written_record`) when the caller has just read
+    it; otherwise the journal is read for them."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        mark = pool.submit(asyncio.run, _watermark(rt, migration)).result()
+        mark = pool.submit(asyncio.run, _watermark(rt, migration, tables)).result()
     rt.artifacts.put_json(migration.migration_id, WATERMARK, {"versionnumber": mark})
     return mark
 

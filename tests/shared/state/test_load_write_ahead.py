@@ -24,8 +24,9 @@ from devtools import azurite
 from devtools.stack import FAST_EMULATOR, LocalStack, drive_migration, practice_stack
 from shared.dataverse.schema import read_table
 from shared.pipeline.audit import audit_lines
-from shared.pipeline.finish import JournalTally, build_report
+from shared.pipeline.finish import JournalTally, build_report, finish
 from shared.pipeline.load import load_batch
+from shared.pipeline.rollback import record_watermark
 from shared.pipeline.target import dataverse_client
 from shared.runtime import Runtime
 from shared.state.journal import WRITE_IN_PROGRESS, Journal, row_key
@@ -137,3 +138,22 @@ def test_the_final_report_counts_exactly_what_the_audit_log_lists(loaded: Loaded
     lost = next(o for o in report.maps if o.actions.get("created"))
     tally.actions[lost.map]["created"] -= 1
     assert build_report(rt, migration, tally).unaccounted == {lost.source_table: 1}
+
+
+def test_the_final_stage_reads_each_maps_journal_once_and_marks_the_tables_it_wrote(
+        loaded: Loaded, monkeypatch: pytest.MonkeyPatch):
+    rt = loaded.rt
+    migration = rt.migrations.get(TENANT, loaded.migration_id)
+    maps = rt.journal.tables(loaded.migration_id)
+    by_journal = record_watermark(rt, migration)  # the watermark's own read of the journal
+    reads: Counter[str] = Counter()
+    table_entries = Journal._table_entries
+
+    def counting(journal: Journal, migration_id: str, table: str) -> Iterator[Any]:
+        reads[table] += 1
+        return table_entries(journal, migration_id, table)
+
+    monkeypatch.setattr(Journal, "_table_entries", counting)
+    info = finish(rt, migration)
+    assert maps and reads == Counter({name: 1 for name in maps})
+    assert info.watermark == by_journal is not None
