@@ -27,9 +27,11 @@ that no longer matches it is kept and listed the same way (`edited_after_upload`
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -44,6 +46,7 @@ from shared.mapping.spec import MappingSpec
 from shared.pipeline.file_stamps import edited, load_stamps
 from shared.pipeline.mapping import approved_mapping
 from shared.pipeline.preexisting import load_image, lookup_attribute
+from shared.pipeline.readback import in_filters
 from shared.pipeline.schema import created_components
 from shared.pipeline.target import dataverse_client
 from shared.runtime import Runtime
@@ -238,44 +241,63 @@ def _kept(entry: JournalEntry, reason: str) -> KeptRecord:
                       target_id=entry.target_id, reason=reason)
 
 
-def _folded(rt: Runtime, migration: Migration, table: str, entries: list[JournalEntry]
-            ) -> tuple[list[JournalEntry], dict[str, list[JournalEntry]]]:
+def _fold_plan(rt: Runtime, migration: Migration, table: str) -> tuple[bool, dict[str, list[JournalEntry]]]:
     """A pre-existing record an update map also wrote (insurance columns on a matched contact) is given
     back in one write with its own map's image: two restores would each raise its row version, and the
     second would take the first for someone else's edit. So an update map leaves its pre-existing rows
-    to its parent map's step, which gets them here (source id -> the update maps' rows)."""
-    if not any(e.origin == "preexisting" for e in entries):
-        return entries, {}
+    to its parent map's step (True: drop them here), which gets them here (source id -> the update maps'
+    rows). Read once per step, when its first pre-existing row comes by."""
     try:
         spec = approved_mapping(rt, migration).spec
     except MappingNotApproved:  # a journal written without a map (tests, hand repairs): nothing to fold
-        return entries, {}
+        return False, {}
     names = {t.name: t for t in spec.tables}
     this = names.get(table)
     if this is not None and this.action == "update":
-        return [e for e in entries if e.origin != "preexisting"], {}
+        return True, {}
     children: dict[str, list[JournalEntry]] = {}
     for child in sorted(n for n, t in names.items() if t.action == "update" and t.key.parent == table):
         for entry in rt.journal.entries(migration.migration_id, child):
             if entry.origin == "preexisting" and entry.before_image and _to_undo(entry):
                 children.setdefault(entry.source_id, []).append(entry)
-    return entries, children
+    return False, children
+
+
+PIECE = 5_000
+"""Journal entries a step undoes (or the check looks up) at a time: a map's journal streams through, never held whole (the largest
+map of a 1M-record practice has ~400,000 entries)."""
+
+
+def _pieces(entries: Iterable[JournalEntry], size: int) -> Iterator[list[JournalEntry]]:
+    """Lists of up to `size` entries, in order (itertools.batched is Python 3.12)."""
+    stream = iter(entries)
+    while piece := list(itertools.islice(stream, size)):
+        yield piece
 
 
 async def rollback_table(rt: Runtime, migration: Migration, table: str, policy: RollbackPolicy) -> StepInfo:
-    """Undo one journal table's records; safe to run again (undone rows are skipped)."""
-    journaled = list(rt.journal.entries(migration.migration_id, table))
-    entries, folded = _folded(rt, migration, table, [e for e in journaled if _to_undo(e)])
+    """Undo one journal table's records; safe to run again (undone rows are skipped). Records go a piece
+    of the journal at a time (`PIECE`); an attachment map's files together, as its folders and
+    locations are tidied after them, and even when every file is undone already (an interrupted attempt)."""
     counts: dict[str, int] = {}
     kept: list[KeptRecord] = []
-    # Files: run even when every row is undone already, to tidy folders an interrupted attempt left.
-    files = any(e.target_table == SHAREPOINT for e in journaled)
-    if entries or files:
-        async with dataverse_client(rt, migration) as client:
-            if files:
-                await _undo_files(rt, migration, client, entries, counts, policy, kept)
-            else:
-                await _undo_records(rt, migration, client, entries, policy, counts, kept, folded)
+    files: list[JournalEntry] | None = None
+    fold: tuple[bool, dict[str, list[JournalEntry]]] | None = None
+    targets: dict[str, tuple[Any, set[str]]] = {}
+    async with dataverse_client(rt, migration) as client:
+        for piece in _pieces(rt.journal.entries(migration.migration_id, table), PIECE):
+            if files is not None or any(e.target_table == SHAREPOINT for e in piece):
+                files = [*(files or []), *(e for e in piece if _to_undo(e))]
+                continue
+            entries = [e for e in piece if _to_undo(e)]
+            if any(e.origin == "preexisting" for e in entries):
+                fold = fold or _fold_plan(rt, migration, table)
+                entries = [e for e in entries if e.origin != "preexisting"] if fold[0] else entries
+            if entries:
+                await _undo_records(rt, migration, client, entries, policy, counts, kept,
+                                    fold[1] if fold else None, targets)
+        if files is not None:
+            await _undo_files(rt, migration, client, files, counts, policy, kept)
     info = StepInfo(table=table, counts=counts, kept=kept)
     rt.artifacts.put_json(migration.migration_id, f"rollback/steps/{table}.json", info)
     rt.migrations.record_progress(migration.migration_id, f"rollback:{table}", "done", counts)
@@ -286,8 +308,11 @@ async def rollback_table(rt: Runtime, migration: Migration, table: str, policy: 
 
 async def _undo_records(rt: Runtime, migration: Migration, client: DataverseClient, entries: list[JournalEntry],
                         policy: RollbackPolicy, counts: dict[str, int], kept: list[KeptRecord],
-                        folded: dict[str, list[JournalEntry]] | None = None) -> None:
+                        folded: dict[str, list[JournalEntry]] | None = None,
+                        targets: dict[str, tuple[Any, set[str]]] | None = None) -> None:
+    """`targets` keeps each target table's metadata and edited ids for the step's next piece."""
     folded = folded or {}
+    targets = {} if targets is None else targets
     mark = _stored_watermark(rt, migration.migration_id)
     # Only an id-less created row needs the key column (and so the approved map).
     key_column = (approved_mapping(rt, migration).spec.source_id_column
@@ -296,13 +321,15 @@ async def _undo_records(rt: Runtime, migration: Migration, client: DataverseClie
     for entry in entries:
         by_table.setdefault(str(entry.target_table), []).append(entry)
     for target_table, rows in sorted(by_table.items()):
-        info = await read_table(client, target_table)
+        if target_table not in targets:
+            info = await read_table(client, target_table)
+            targets[target_table] = info, (set() if info is None or policy.override_edited else await _edited_ids(
+                client, info.entity_set_name, info.primary_id_attribute, mark))
+        info, edited = targets[target_table]
         if info is None:  # the table itself is gone: so are its records
             rt.journal.record([_moved(e, "deleted") for e in rows if e.origin == "created"])
             counts["already_gone"] = counts.get("already_gone", 0) + len(rows)
             continue
-        edited = set() if policy.override_edited else await _edited_ids(
-            client, info.entity_set_name, info.primary_id_attribute, mark)
         for start in range(0, len(rows), CHUNK):
             chunk = rows[start : start + CHUNK]
             jobs: list[Callable[[], Awaitable[Any]]] = []
@@ -609,54 +636,86 @@ async def _keep_reason(client: DataverseClient, kind: str, name: str, component:
 # -- verification -------------------------------------------------------------------------------------------
 
 
-async def _still_there(rt: Runtime, migration: Migration, client: DataverseClient,
-                       entries: list[JournalEntry]) -> list[JournalEntry]:
-    sets: dict[str, str | None] = {}
+async def _still_there(rt: Runtime, migration: Migration, client: DataverseClient, entries: list[JournalEntry],
+                       tables: dict[str, Any]) -> list[JournalEntry]:
+    """The entries whose record or file is still in the destination. Records are looked up a few hundred
+    per GET (`_present_ids`); files one Graph GET each. `tables` caches each table's metadata."""
     present: list[JournalEntry] = []
-    graph: GraphClient | None = None
-    drive_id = ""
-    try:
-        for entry in entries:
-            if entry.target_table == SHAREPOINT:
-                if graph is None:
-                    graph = _graph(rt, migration)
-                    site = await graph.get_json(f"sites/{migration.target.sharepoint_site}")
-                    drive_id = (await graph.get_drive(site["id"], "Documents"))["id"]
-                if await graph.get_or_none(f"drives/{drive_id}/items/{entry.target_id}") is not None:
-                    present.append(entry)
-                continue
-            table = str(entry.target_table)
-            if table not in sets:
-                info = await read_table(client, table)
-                sets[table] = info.entity_set_name if info else None
-            if sets[table] is None:
-                continue
-            try:
-                if await client.get(str(sets[table]), str(entry.target_id)) is not None:
-                    present.append(entry)
-            except DataverseRecordRejected:
-                continue
-    finally:
-        if graph is not None:
-            await graph.aclose()
+    by_table: dict[str, list[JournalEntry]] = {}
+    for entry in entries:
+        by_table.setdefault(str(entry.target_table), []).append(entry)
+    for table, rows in sorted(by_table.items()):
+        if table == SHAREPOINT:
+            present += await _files_still_there(rt, migration, rows)
+            continue
+        if table not in tables:
+            tables[table] = await read_table(client, table)
+        info = tables[table]
+        if info is None:  # the table itself is gone: so are its records
+            continue
+        found = await _present_ids(client, info.entity_set_name, info.primary_id_attribute,
+                                   [str(e.target_id) for e in rows])
+        present += [e for e in rows if str(e.target_id).lower() in found]
     return present
+
+
+async def _present_ids(client: DataverseClient, entity_set: str, primary: str, ids: list[str]) -> set[str]:
+    """Which of these record ids (lower case) the table holds: one `In` filter per few hundred ids, a GET per
+    id where Dataverse refuses the filter (an odd table). One GET per record took a 1M-record rollback's
+    check hours under the service-protection limits."""
+    async def chunk(text: str, values: list[str]) -> set[str]:
+        try:
+            rows = await client.query_all(entity_set, select=[primary], filter=text)
+            return {str(row[primary]).lower() for row in rows if row.get(primary)}
+        except DataverseRecordRejected:
+            return {value.lower() for value in values if await _record_there(client, entity_set, value)}
+
+    found: set[str] = set()
+    for part in await _bounded([functools.partial(chunk, text, values)
+                                for text, values in in_filters(primary, ids, reserved=len(entity_set) + 40)]):
+        found |= part
+    return found
+
+
+async def _record_there(client: DataverseClient, entity_set: str, record_id: str) -> bool:
+    try:
+        return await client.get(entity_set, record_id) is not None
+    except DataverseRecordRejected:
+        return False
+
+
+async def _files_still_there(rt: Runtime, migration: Migration, entries: list[JournalEntry]) -> list[JournalEntry]:
+    graph = _graph(rt, migration)
+    try:
+        site = await graph.get_json(f"sites/{migration.target.sharepoint_site}")
+        drive_id = (await graph.get_drive(site["id"], "Documents"))["id"]
+        return [entry for entry in entries
+                if await graph.get_or_none(f"drives/{drive_id}/items/{entry.target_id}") is not None]
+    finally:
+        await graph.aclose()
 
 
 async def verify_rollback(rt: Runtime, migration: Migration) -> RollbackReport:
     """Check the destination against the journal and write the rollback report."""
     steps: list[StepInfo] = []
     kept: list[KeptRecord] = []
-    for entry_table in sorted({e.table for e in rt.journal.entries(migration.migration_id)}):
+    maps = rt.journal.tables(migration.migration_id)
+    for entry_table in maps:
         name = f"rollback/steps/{entry_table}.json"
         if rt.artifacts.exists(migration.migration_id, name):
             step = StepInfo.model_validate(rt.artifacts.get_json(migration.migration_id, name))
             steps.append(step)
             kept.extend(step.kept)
     kept_keys = {(k.table, k.source_id) for k in kept}
-    created = [e for e in rt.journal.entries(migration.migration_id)
-               if e.origin == "created" and e.target_id and e.target_table and (e.table, e.source_id) not in kept_keys]
+    present: list[JournalEntry] = []
+    tables: dict[str, Any] = {}
     async with dataverse_client(rt, migration) as client:
-        present = await _still_there(rt, migration, client, created)
+        for entry_table in maps:  # map by map, a piece at a time: a large practice's journal is never held whole
+            created = (e for e in rt.journal.entries(migration.migration_id, entry_table)
+                       if e.origin == "created" and e.target_id and e.target_table
+                       and (e.table, e.source_id) not in kept_keys)
+            for piece in _pieces(created, PIECE):
+                present += await _still_there(rt, migration, client, piece, tables)
     removal = SchemaRemoval.model_validate(rt.artifacts.get_json(migration.migration_id, SCHEMA_REMOVAL)) \
         if rt.artifacts.exists(migration.migration_id, SCHEMA_REMOVAL) else SchemaRemoval()
     report = RollbackReport(migration_id=migration.migration_id, steps=steps, kept=kept,

@@ -18,7 +18,8 @@ import pytest
 from devtools import azurite
 from devtools.stack import emulator_runtime
 from emulator.testing import RunningEmulator, run_emulator
-from shared.pipeline.rollback import RollbackPolicy, record_watermark, rollback_table
+from shared.pipeline import rollback
+from shared.pipeline.rollback import RollbackPolicy, record_watermark, rollback_table, verify_rollback
 from shared.runtime import Runtime
 from shared.state.journal import JournalEntry, now
 from shared.state.migrations import Migration, Target
@@ -102,3 +103,62 @@ def test_before_images_come_back_edits_by_others_are_kept_and_created_records_go
     forced = asyncio.run(rollback_table(rt, migration, "patient", RollbackPolicy(override_edited=True)))
     assert forced.counts == {"restored": 1}
     assert emulator.rows("contact")[edited]["telephone2"] == "200"
+
+
+def test_the_check_lists_exactly_the_created_records_still_there_a_few_hundred_per_request(
+        emulator: RunningEmulator, rt: Runtime):
+    emulator.reset()
+    migration = rt.migrations.create("tenant-1", "verify", Target(environment_url=emulator.base_url,
+                                                                   application_users=["app-1"]))
+    response = httpx.post(f"{emulator.api_url}contacts/Microsoft.Dynamics.CRM.CreateMultiple",
+                          json={"Targets": [{"@odata.type": "Microsoft.Dynamics.CRM.contact", "lastname": "Created"}
+                                            for _ in range(400)]},
+                          headers=emulator.headers_for("app-1"), verify=emulator.verify)
+    assert response.status_code == 200, response.status_code
+    created = {f"P-{n}": record for n, record in enumerate(response.json()["Ids"])}
+    gone = {sid: created.pop(sid) for sid in ("P-7", "P-250")}  # deleted by the rollback
+    for record in gone.values():
+        response = httpx.delete(f"{emulator.api_url}contacts({record})", headers=emulator.headers_for("app-1"),
+                                verify=emulator.verify)
+        assert response.status_code == 204
+    rt.journal.record([_entry(migration, sid, record, "created", "deleted" if sid in gone else "created")
+                       for sid, record in {**created, **gone}.items()]
+                      + [_entry(migration, "P-900", created["P-1"], "preexisting", "updated")])  # not the migration's
+    emulator.reset_counters()
+
+    report = asyncio.run(verify_rollback(rt, migration))
+    assert not report.verified
+    assert {k.source_id for k in report.remaining} == set(created)  # every one still there, none that is gone
+    assert all(k.reason == "still_present" for k in report.remaining)
+    requests = emulator.counters("app-1")["requests"]
+    assert 0 < requests <= 10, requests  # one GET per record would be 400
+
+
+def test_a_step_undoes_its_map_a_piece_of_the_journal_at_a_time(emulator: RunningEmulator, rt: Runtime,
+                                                                 monkeypatch: pytest.MonkeyPatch):
+    emulator.reset()
+    migration = rt.migrations.create("tenant-1", "pieces", Target(environment_url=emulator.base_url,
+                                                                   application_users=["app-1"]))
+    response = httpx.post(f"{emulator.api_url}contacts/Microsoft.Dynamics.CRM.CreateMultiple",
+                          json={"Targets": [{"@odata.type": "Microsoft.Dynamics.CRM.contact", "lastname": "Created"}
+                                            for _ in range(30)]},
+                          headers=emulator.headers_for("app-1"), verify=emulator.verify)
+    assert response.status_code == 200, response.status_code
+    created = {f"P-{n}": record for n, record in enumerate(response.json()["Ids"])}
+    assert set(created.values()) <= set(emulator.rows("contact"))
+    rt.journal.record([_entry(migration, sid, record, "created", "created") for sid, record in created.items()])
+    assert record_watermark(rt, migration) is not None
+    pieces: list[int] = []
+    undo_records = rollback._undo_records
+
+    async def counting(rt: Runtime, migration: Migration, client: Any, entries: list[JournalEntry], *args: Any) -> None:
+        pieces.append(len(entries))
+        await undo_records(rt, migration, client, entries, *args)
+
+    monkeypatch.setattr(rollback, "PIECE", 7)
+    monkeypatch.setattr(rollback, "_undo_records", counting)
+    info = asyncio.run(rollback_table(rt, migration, "patient", RollbackPolicy()))
+    assert pieces == [7, 7, 7, 7, 2]
+    assert info.counts == {"deleted": 30}
+    assert not set(created.values()) & set(emulator.rows("contact"))
+    assert asyncio.run(verify_rollback(rt, migration)).verified
