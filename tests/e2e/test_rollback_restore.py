@@ -51,6 +51,16 @@ def _create_contact(emulator: RunningEmulator, phone: str) -> str:
     return response.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
 
 
+def _create_contacts(emulator: RunningEmulator, count: int) -> list[str]:
+    """Record ids of `count` new contacts, made in one CreateMultiple."""
+    response = httpx.post(f"{emulator.api_url}contacts/Microsoft.Dynamics.CRM.CreateMultiple",
+                          json={"Targets": [{"@odata.type": "Microsoft.Dynamics.CRM.contact", "lastname": "Created"}
+                                            for _ in range(count)]},
+                          headers=emulator.headers_for("app-1"), verify=emulator.verify)
+    assert response.status_code == 200, response.status_code
+    return list(response.json()["Ids"])
+
+
 def _entry(migration: Migration, sid: str, target_id: str, origin: str, action: str,
            before_image: str | None = None) -> JournalEntry:
     return JournalEntry(migration_id=migration.migration_id, table="patient", source_id=sid, target_table="contact",
@@ -110,12 +120,7 @@ def test_the_check_lists_exactly_the_created_records_still_there_a_few_hundred_p
     emulator.reset()
     migration = rt.migrations.create("tenant-1", "verify", Target(environment_url=emulator.base_url,
                                                                    application_users=["app-1"]))
-    response = httpx.post(f"{emulator.api_url}contacts/Microsoft.Dynamics.CRM.CreateMultiple",
-                          json={"Targets": [{"@odata.type": "Microsoft.Dynamics.CRM.contact", "lastname": "Created"}
-                                            for _ in range(400)]},
-                          headers=emulator.headers_for("app-1"), verify=emulator.verify)
-    assert response.status_code == 200, response.status_code
-    created = {f"P-{n}": record for n, record in enumerate(response.json()["Ids"])}
+    created = {f"P-{n}": record for n, record in enumerate(_create_contacts(emulator, 400))}
     gone = {sid: created.pop(sid) for sid in ("P-7", "P-250")}  # deleted by the rollback
     for record in gone.values():
         response = httpx.delete(f"{emulator.api_url}contacts({record})", headers=emulator.headers_for("app-1"),
@@ -139,12 +144,7 @@ def test_a_step_undoes_its_map_a_piece_of_the_journal_at_a_time(emulator: Runnin
     emulator.reset()
     migration = rt.migrations.create("tenant-1", "pieces", Target(environment_url=emulator.base_url,
                                                                    application_users=["app-1"]))
-    response = httpx.post(f"{emulator.api_url}contacts/Microsoft.Dynamics.CRM.CreateMultiple",
-                          json={"Targets": [{"@odata.type": "Microsoft.Dynamics.CRM.contact", "lastname": "Created"}
-                                            for _ in range(30)]},
-                          headers=emulator.headers_for("app-1"), verify=emulator.verify)
-    assert response.status_code == 200, response.status_code
-    created = {f"P-{n}": record for n, record in enumerate(response.json()["Ids"])}
+    created = {f"P-{n}": record for n, record in enumerate(_create_contacts(emulator, 30))}
     assert set(created.values()) <= set(emulator.rows("contact"))
     rt.journal.record([_entry(migration, sid, record, "created", "created") for sid, record in created.items()])
     assert record_watermark(rt, migration) is not None
