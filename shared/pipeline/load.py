@@ -282,11 +282,10 @@ _EMPTY_SPAN = (1, 0)
 
 
 def _span(values: Iterable[Any]) -> tuple[int, int] | None:
-    try:
-        numbers = [int(str(value)) for value in values if value is not None]
-    except ValueError:
+    numbers = _whole_numbers(str(value) for value in values if value is not None)
+    if numbers is None:
         return None
-    return (min(numbers), max(numbers)) if numbers else _EMPTY_SPAN
+    return (numbers[0], numbers[-1]) if numbers else _EMPTY_SPAN
 
 
 def _whole_numbers(ids: Iterable[str]) -> list[int] | None:

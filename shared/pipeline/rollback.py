@@ -264,8 +264,8 @@ def _fold_plan(rt: Runtime, migration: Migration, table: str) -> tuple[bool, dic
 
 
 PIECE = 5_000
-"""Journal entries a step undoes (or the check looks up) at a time: a map's journal streams through, never held whole (the largest
-map of a 1M-record practice has ~400,000 entries)."""
+"""Journal entries a step undoes (or the check looks up) at a time: a map's journal streams through, never
+held whole (the 1M-record bench's proc_log alone has 601,156 rows)."""
 
 
 def _pieces(entries: Iterable[JournalEntry], size: int) -> Iterator[list[JournalEntry]]:
@@ -661,8 +661,8 @@ async def _still_there(rt: Runtime, migration: Migration, client: DataverseClien
 
 async def _present_ids(client: DataverseClient, entity_set: str, primary: str, ids: list[str]) -> set[str]:
     """Which of these record ids (lower case) the table holds: one `In` filter per few hundred ids, a GET per
-    id where Dataverse refuses the filter (an odd table). One GET per record took a 1M-record rollback's
-    check hours under the service-protection limits."""
+    id where Dataverse refuses the filter (an odd table). One GET per record is a million GETs for a 1M-record
+    migration: at 6,000 requests per 5 minutes per application user, over 13 hours of requests alone."""
     async def chunk(text: str, values: list[str]) -> set[str]:
         try:
             rows = await client.query_all(entity_set, select=[primary], filter=text)
