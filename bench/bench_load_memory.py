@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import tempfile
 import time
@@ -169,6 +170,7 @@ async def measure_batch(rt: Runtime, migration: Migration, map_name: str, part: 
     started = not tracemalloc.is_tracing()
     if started:
         tracemalloc.start()
+    gc.collect()  # so that `retained` below counts what the batch keeps, not garbage a later pass would free
     base, _ = tracemalloc.get_traced_memory()
     meter = _Meter(base, top)
     real_transform, real_write, real_record = load.transform_row, BulkWriter.write, Journal.record
@@ -192,6 +194,7 @@ async def measure_batch(rt: Runtime, migration: Migration, map_name: str, part: 
         meter.enter("read")
         info = await load.load_batch(rt, migration, map_name, part)
         meter.close()
+        gc.collect()
         retained = tracemalloc.get_traced_memory()[0] - base
     finally:
         load.transform_row = real_transform  # type: ignore[assignment]
