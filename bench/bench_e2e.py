@@ -110,6 +110,7 @@ def summarize_e2e(r: E2EResult, cfg: EmulatorConfig) -> dict[str, Any]:
         "stage_seconds_real": r.stage_seconds,
         "host_peak_rss_mb_after_stage": r.peak_rss_mb_after_stage,
         **({"host_traced_heap": r.host_traced} if r.host_traced else {}),
+        "host_heap_by_stage_mib": r.host_heap_by_stage,
         "host_cpu_seconds_per_1000_records": round(r.host_cpu_seconds_load * 1000 / r.records, 3),
         "emulator_cpu_seconds_per_1000_records": round(r.emulator_cpu_seconds_load * 1000 / r.records, 3),
         "storage_cpu_seconds_per_1000_records": round(r.storage_cpu_seconds_load * 1000 / r.records, 3),
@@ -138,6 +139,15 @@ def summarize_e2e(r: E2EResult, cfg: EmulatorConfig) -> dict[str, Any]:
             out["requests_per_1000_records_if_batched"] = round(
                 (c.requests - single + math.ceil(t.closing / 200) + math.ceil(t.deferred / 200)) * 1000 / r.records, 1)
     return out
+
+
+def describe_heap(heap: dict[str, float]) -> str:
+    """One line of devhost's heap breakdown: resident = Python objects + pymalloc free + C heap + rest."""
+    if "rest" not in heap:
+        return f"resident {heap.get('rss', 0):,.0f}"
+    return (f"resident {heap['rss']:,.0f} = Python objects {heap['py_used']:,.0f} + free in pymalloc arenas "
+            f"{heap['py_free']:,.0f} + C heap in use {heap['c_used']:,.0f} + C heap free {heap['c_free']:,.0f} "
+            f"+ rest {heap['rest']:,.0f}")
 
 
 def print_e2e(label: str, s: dict[str, Any]) -> None:
@@ -190,6 +200,9 @@ def print_e2e(label: str, s: dict[str, Any]) -> None:
     if s.get("host_peak_rss_mb_after_stage"):
         rows.append(("host peak as each stage ended", ", ".join(
             f"{k} {v:,} MB" for k, v in s["host_peak_rss_mb_after_stage"].items())))
+    if s.get("host_heap_by_stage_mib"):
+        stage, heap = max(s["host_heap_by_stage_mib"].items(), key=lambda kv: kv[1].get("rss", 0))
+        rows.append(("host memory at its largest", describe_heap(heap) + f" (in {stage}; MiB)"))
     if "host_traced_heap" in s:
         heap = s["host_traced_heap"]
         rows.append(("host traced heap, largest sample", f"{heap['traced_kib'] / 1024:,.1f} MiB (traced peak "

@@ -112,6 +112,9 @@ class E2EResult(BaseModel):
     host_traced: dict[str, Any] | None = None
     """With `trace_memory`: the host's traced Python heap at its largest sample, with the source lines holding
     most of it (devhost /admin/devhost/memory; sizes and line numbers only)."""
+    host_heap_by_stage: dict[str, dict[str, float]] = {}
+    """Per stage, what the host's memory was made of at the stage's largest resident sample (MiB; devhost
+    /admin/devhost/heap: Python objects, pymalloc's free space, the C heap, the rest)."""
     actions: dict[str, int]
 
 
@@ -189,16 +192,20 @@ class _PatientStack(LocalStack):
         raise AssertionError("unreachable")
 
 
-class _TracedHeapWatch:
-    """Polls the host's traced heap every `every` seconds and keeps the largest sample."""
+class _HostMemoryWatch:
+    """Polls what the host's memory is made of (`/admin/devhost/heap`, no tracing) every `every` seconds and
+    keeps, per stage, the sample with the most resident memory; with `traced`, also the largest traced-heap
+    sample by source line (`/admin/devhost/memory`, every `traced_every` seconds)."""
 
-    def __init__(self, stack: LocalStack, every: float = 15.0) -> None:
-        self.stack, self.every = stack, every
-        self.largest: dict[str, Any] | None = None
+    def __init__(self, stack: LocalStack, traced: bool, every: float = 2.0, traced_every: float = 15.0) -> None:
+        self.stack, self.traced, self.every, self.traced_every = stack, traced, every, traced_every
+        self.stage = "(start)"
+        self.by_stage: dict[str, dict[str, float]] = {}
+        self.largest_traced: dict[str, Any] | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="traced-heap-watch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="host-memory-watch", daemon=True)
 
-    def __enter__(self) -> _TracedHeapWatch:
+    def __enter__(self) -> _HostMemoryWatch:
         self._thread.start()
         return self
 
@@ -207,14 +214,20 @@ class _TracedHeapWatch:
         self._thread.join()
 
     def _run(self) -> None:
+        traced_due = time.monotonic() + self.traced_every
         while not self._stop.wait(self.every):
-            try:
-                sample = self.stack.host.http().get("/admin/devhost/memory", params={"top": "15", "by": "size"},
-                                                    timeout=120).json()
-            except Exception:  # a slow snapshot must not end the benchmark; the next poll tries again
+            try:  # a slow answer must not end the benchmark; the next poll tries again
+                sample = self.stack.host.http().get("/admin/devhost/heap", timeout=30).json()
+                if sample.get("rss", 0) > self.by_stage.get(self.stage, {}).get("rss", -1):
+                    self.by_stage[self.stage] = sample
+                if self.traced and time.monotonic() >= traced_due:
+                    traced_due = time.monotonic() + self.traced_every
+                    traced = self.stack.host.http().get("/admin/devhost/memory", timeout=120,
+                                                        params={"top": "15", "by": "size"}).json()
+                    if traced.get("traced_kib", 0) > (self.largest_traced or {}).get("traced_kib", 0):
+                        self.largest_traced = traced
+            except Exception:
                 continue
-            if self.largest is None or sample.get("traced_kib", 0) > self.largest.get("traced_kib", 0):
-                self.largest = sample
 
 
 @contextlib.contextmanager
@@ -261,9 +274,12 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
         collected: dict[str, tuple[float, int]] = {}
         stage_seen: dict[str, float] = {}
         peak_at: dict[str, float] = {}
+        memory = _HostMemoryWatch(stack, traced=trace_memory)
 
         def on_progress(view: dict[str, Any]) -> None:
             stage = (view.get("custom_status") or {}).get("stage")
+            if stage:
+                memory.stage = stage
             if stage and stage not in stage_seen:
                 if stage_seen:  # the high-water mark as the previous stage ends
                     peak_at[max(stage_seen, key=stage_seen.__getitem__)] = round(_peak_rss_mb(host_pid), 1)
@@ -278,7 +294,7 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
 
         users = [f"app-{n + 1}" for n in range(app_users)]
         started = time.monotonic()
-        with (_TracedHeapWatch(stack) if trace_memory else contextlib.nullcontext()) as heap:
+        with memory:
             result = drive_migration(stack, bundle, target=target_for(stack, application_users=users),
                                      timeout=timeout, on_progress=on_progress)
         migration_seconds = time.monotonic() - started
@@ -331,6 +347,7 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
             loop_blocked_seconds_load=blocked["end"] - blocked["start"], loop_longest_stall_ms=int(stalls["longestMs"]),
             loop_stall_sites=stalls["where"], gc_seconds_load=collected["end"][0] - collected["start"][0],
             gc_full_collections_load=collected["end"][1] - collected["start"][1],
-            gc_longest_ms=int(stalls["gc"]["longestMs"]), host_traced=heap.largest if heap else None,
+            gc_longest_ms=int(stalls["gc"]["longestMs"]), host_traced=memory.largest_traced,
+            host_heap_by_stage=memory.by_stage,
             stage_seconds=stage_seconds, peak_rss_mb_after_stage=peak_at,
         ), (workload if collect_workload else None), schema_spec

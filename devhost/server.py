@@ -11,6 +11,8 @@ Routes:
     /admin/devhost/idle?timeout=s           wait until nothing is runnable (admin key)
     /admin/devhost/memory?top=n             where the host's memory grew since the previous call, by source
                                             line (needs PYTHONTRACEMALLOC set for the host; admin key)
+    /admin/devhost/heap                     what the host's resident memory is made of now: Python objects,
+                                            pymalloc's free space, the C heap (no tracing; admin key)
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from .functions import (
     call_function,
     timer_request,
 )
+from .memory import heap_breakdown
 from .protocol import HistoryEventType, format_time
 
 log = logging.getLogger("devhost")
@@ -134,6 +137,7 @@ class LocalHost:
         app.router.add_post("/admin/devhost/clock", self._set_clock)
         app.router.add_get("/admin/devhost/idle", self._wait_idle)
         app.router.add_get("/admin/devhost/memory", self._traced_heap)
+        app.router.add_get("/admin/devhost/heap", self._heap_breakdown)
         prefix = self.functions.route_prefix
         app.router.add_route("*", f"/{prefix}/{{tail:.*}}" if prefix else "/{tail:.*}", self._http_function)
         return app
@@ -315,6 +319,12 @@ class LocalHost:
                                "size_kib": round(s.size / 1024, 1), "count": s.count,
                                "size_diff_kib": round(getattr(s, "size_diff", s.size) / 1024, 1),
                                "count_diff": getattr(s, "count_diff", s.count)} for s in stats[:top]]})
+
+    async def _heap_breakdown(self, request: web.Request) -> web.Response:
+        """devhost/memory.py's `heap_breakdown`, in MiB (off the event loop: it forks to read pymalloc)."""
+        if not self.has_key(request):
+            return web.Response(status=401)
+        return _json(await asyncio.to_thread(heap_breakdown))
 
     def _timers_idle(self) -> bool:
         now = self.hub.clock.now()

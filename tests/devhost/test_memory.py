@@ -8,6 +8,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from devhost import memory
@@ -77,3 +78,37 @@ def test_traced_heap_endpoint_reports_growth_or_the_largest_lines(storage_connec
     sizes = [t["size_kib"] for t in largest["top"]]
     assert len(sizes) == 20 and sizes == sorted(sizes, reverse=True) and sizes[0] > 0
     assert largest["traced_kib"] > 0 and all(":" in t["where"] for t in largest["top"])
+
+
+def test_heap_breakdown_sees_small_objects_come_and_go() -> None:
+    before = memory.heap_breakdown()
+    held = [(n, str(n)) for n in range(400_000)]  # ~40 MiB of small objects: pymalloc's
+    during = memory.heap_breakdown()
+    del held
+    after = memory.heap_breakdown()
+    assert during["py_used"] - before["py_used"] > 25
+    assert during["py_used"] - after["py_used"] > 25
+    assert during["rss"] >= during["py_arenas"] and during["hwm"] >= during["rss"]
+    assert all(during[key] >= 0 for key in ("py_free", "c_used", "c_free"))
+
+
+def test_heap_breakdown_sees_large_buffers_in_the_c_heap() -> None:
+    before = memory.heap_breakdown()
+    held = [bytearray(64 * 1024) for _ in range(400)]  # 25 MiB in blocks too large for pymalloc
+    during = memory.heap_breakdown()
+    del held
+    assert during["c_used"] - before["c_used"] > 20
+    assert during["py_used"] - before["py_used"] < 5
+
+
+def test_heap_endpoint_answers_with_the_admin_key_only(storage_connection_string: str, tmp_path: Path) -> None:
+    from devhost.testing import run_host
+    from tests.devhost.conftest import SAMPLE_APP
+
+    hub = "h" + uuid.uuid4().hex[:10]
+    with run_host(SAMPLE_APP, storage_connection_string, hub, log_path=tmp_path / "host.log") as host:
+        heap = host.http().get("/admin/devhost/heap").json()
+        anonymous = httpx.get(f"{host.url}/admin/devhost/heap")
+    assert anonymous.status_code == 401
+    assert set(heap) >= {"rss", "hwm", "py_arenas", "py_used", "py_free", "c_used", "c_free", "rest"}
+    assert 0 < heap["py_used"] <= heap["py_arenas"] < heap["rss"]
