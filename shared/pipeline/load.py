@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -49,6 +50,7 @@ from shared.pipeline.bundle import open_bundle
 from shared.pipeline.mapping import approved_mapping
 from shared.pipeline.overlay import CurrentSource, chain_for, children_for
 from shared.pipeline.preexisting import ImageReader, Matches, find_matches, store_images, write_matched
+from shared.pipeline.rows_in_flight import budget_for
 from shared.pipeline.sample_scope import SampleScope, in_sample
 from shared.pipeline.schema import stored_plan
 from shared.pipeline.target import dataverse_client
@@ -344,7 +346,32 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
     `sample:`; quarantined rows wait for the full run). `over_sample`: the full run right after that
     sample: it upserts over the sample's records and still reports the ones the sample created as
     `created` (the same run created them). `keys` (with a delta's `bundle_id`): instead of a part, these rows
-    of the current source (shared/pipeline/overlay.py), parents whose children alone changed in the delta."""
+    of the current source (shared/pipeline/overlay.py), parents whose children alone changed in the delta.
+
+    The batch first waits until its part's rows fit in the process's budget of rows in flight
+    (shared/pipeline/rows_in_flight.py): that, not the practice's size, bounds the worker's memory."""
+    rows = _batch_rows(rt, migration, map_name, part, bundle_id, keys)
+    async with budget_for(rt.settings.load_rows_in_flight).hold(rows):
+        return await _load_batch(rt, migration, map_name, part, bundle_id=bundle_id, sample=sample,
+                                 over_sample=over_sample, keys=keys)
+
+
+def _batch_rows(rt: Runtime, migration: Migration, map_name: str, part: int, bundle_id: str | None,
+                keys: list[str] | None) -> int:
+    """Source rows the batch reads: its part's, from the manifest (0 for a part the batch will refuse)."""
+    if keys is not None:
+        return len(keys)
+    source_table = _approved(rt, migration).spec.table(map_name).source_table
+    reader = _bundle(rt, migration, bundle_id) if bundle_id else _bundle(rt, migration)
+    with contextlib.suppress(KeyError):
+        parts = reader.table(source_table).parts
+        return parts[part].rows if 0 <= part < len(parts) else 0
+    return 0
+
+
+async def _load_batch(rt: Runtime, migration: Migration, map_name: str, part: int, *,
+                      bundle_id: str | None, sample: SampleScope | None, over_sample: SampleScope | None,
+                      keys: list[str] | None) -> BatchInfo:
     mapping = _approved(rt, migration)
     spec = mapping.spec
     table_map = spec.table(map_name)

@@ -21,6 +21,9 @@ from devtools import azurite as azurite_launcher
 from devtools.stack import synthetic_practice
 from shared.mapping.spec import MappingSpec
 from shared.pipeline import load
+from shared.pipeline.rows_in_flight import budget_for
+from shared.runtime import Runtime
+from shared.state.migrations import Migration
 
 PART_ROWS = 1000
 FIXED_MB = 4.0
@@ -32,15 +35,21 @@ READ_MB_PER_1000_ROWS = 5.0
 
 
 @pytest.fixture(scope="module")
-def ledger_batch(tmp_path_factory: pytest.TempPathFactory, azurite: azurite_launcher.AzuriteProcess
-                 ) -> Iterator[tuple[BatchMemory, MappingSpec]]:
+def ledger_ready(tmp_path_factory: pytest.TempPathFactory, azurite: azurite_launcher.AzuriteProcess
+                 ) -> Iterator[tuple[Runtime, Migration]]:
+    """A migration at its sample decision with the `ledger` map's parents loaded."""
     work: Path = tmp_path_factory.mktemp("load-memory")
     practice, bundle = synthetic_practice(work, 70, 7, part_rows=PART_ROWS)
     with memory_stack(work / "stack", practice, storage=azurite) as stack:
         rt, migration = ready_migration(stack, bundle)
         asyncio.run(load_parents(rt, migration, "ledger"))
-        result = asyncio.run(measure_batch(rt, migration, "ledger", 0))
-        yield result, load._approved(rt, migration).spec
+        yield rt, migration
+
+
+@pytest.fixture(scope="module")
+def ledger_batch(ledger_ready: tuple[Runtime, Migration]) -> tuple[BatchMemory, MappingSpec]:
+    rt, migration = ledger_ready
+    return asyncio.run(measure_batch(rt, migration, "ledger", 0)), load._approved(rt, migration).spec
 
 
 def test_a_batch_holds_a_bounded_heap_per_source_row(ledger_batch: tuple[BatchMemory, MappingSpec]) -> None:
@@ -85,3 +94,22 @@ def test_drained_yields_in_order_and_lets_go() -> None:
         seen.append((item, len(rows)))
     assert seen == [(("a", 1), 2), (("b", 2), 1), (("c", 3), 0)]
     assert rows == []
+
+
+def test_a_batch_waits_until_its_part_fits_in_the_process_row_budget(ledger_ready: tuple[Runtime, Migration],
+                                                                      ledger_batch: tuple[BatchMemory, MappingSpec]
+                                                                      ) -> None:
+    rt, migration = ledger_ready  # after ledger_batch: this runs part 0 a second time (batches are idempotent)
+
+    async def scenario() -> tuple[bool, int, int, load.BatchInfo, int]:
+        budget = budget_for(rt.settings.load_rows_in_flight)
+        async with budget.hold(budget.rows - PART_ROWS // 2):  # other batches hold all but half a part
+            batch = asyncio.create_task(load.load_batch(rt, migration, "ledger", 0))
+            await asyncio.sleep(0.5)
+            started, waiting, free = batch.done(), budget.waiting, budget.free
+        return started, waiting, free, await batch, budget.free
+
+    started, waiting, free_while_held, info, free_after = asyncio.run(scenario())
+    assert not started and waiting == 1 and free_while_held == PART_ROWS // 2
+    assert info.counts.get("created", 0) > PART_ROWS // 2  # then it ran, and journaled its rows as created
+    assert free_after == rt.settings.load_rows_in_flight

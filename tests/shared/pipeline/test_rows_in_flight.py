@@ -1,0 +1,113 @@
+"""shared/pipeline/rows_in_flight.py: the process's budget of source rows held by load batches at once."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from shared.pipeline.rows_in_flight import RowBudget, budget_for
+
+
+def test_holders_never_exceed_the_budget_and_all_finish() -> None:
+    budget = RowBudget(20_000)
+    held, most = 0, 0
+    sizes = [random.Random(seed).choice([0, 120, 3_000, 5_000, 5_000, 20_000]) for seed in range(60)]
+
+    async def batch(rows: int) -> None:
+        nonlocal held, most
+        async with budget.hold(rows) as granted:
+            held += granted
+            most = max(most, held)
+            await asyncio.sleep(0.001 * (rows % 7))
+            held -= granted
+
+    async def run() -> None:
+        await asyncio.gather(*(batch(rows) for rows in sizes))
+
+    asyncio.run(run())
+    assert most <= 20_000
+    assert most > 5_000, "parts that fit together ran together"
+    assert held == 0 and budget.free == 20_000 and budget.waiting == 0
+
+
+def test_a_large_part_is_served_before_small_ones_that_came_after_it() -> None:
+    budget = RowBudget(10_000)
+    order: list[str] = []
+
+    async def holder(name: str, rows: int, release: asyncio.Event) -> None:
+        async with budget.hold(rows):
+            order.append(name)
+            await release.wait()
+
+    async def run() -> None:
+        first_done, big_done, small_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        first = asyncio.create_task(holder("first", 6_000, first_done))
+        await asyncio.sleep(0)
+        big = asyncio.create_task(holder("big", 8_000, big_done))
+        await asyncio.sleep(0)
+        small = asyncio.create_task(holder("small", 1_000, small_done))  # would fit now, but comes after big
+        await asyncio.sleep(0.01)
+        assert order == ["first"] and budget.waiting == 2
+        first_done.set()
+        await asyncio.sleep(0.01)
+        assert order == ["first", "big", "small"]  # big first, then small fits beside it
+        big_done.set()
+        small_done.set()
+        await asyncio.gather(first, big, small)
+
+    asyncio.run(run())
+    assert budget.free == 10_000
+
+
+def test_a_part_larger_than_the_budget_runs_alone() -> None:
+    budget = RowBudget(5_000)
+
+    async def run() -> tuple[int, int]:
+        async with budget.hold(12_000) as granted:
+            return granted, budget.free
+
+    assert asyncio.run(run()) == (5_000, 0)
+    assert budget.free == 5_000
+
+
+def test_a_cancelled_waiter_takes_nothing_and_lets_the_next_one_go() -> None:
+    budget = RowBudget(10_000)
+
+    async def run() -> list[str]:
+        got: list[str] = []
+        release = asyncio.Event()
+
+        async def holder(name: str, rows: int) -> None:
+            async with budget.hold(rows):
+                got.append(name)
+                await release.wait()
+
+        first = asyncio.create_task(holder("first", 4_000))
+        await asyncio.sleep(0)
+        big = asyncio.create_task(holder("big", 10_000))  # waits for first
+        await asyncio.sleep(0)
+        small = asyncio.create_task(holder("small", 2_000))  # waits behind big
+        await asyncio.sleep(0.01)
+        big.cancel()
+        await asyncio.sleep(0.01)
+        assert got == ["first", "small"], "with big gone, small fits beside first"
+        release.set()
+        await asyncio.gather(first, small)
+        with pytest.raises(asyncio.CancelledError):
+            await big
+        return got
+
+    assert asyncio.run(run()) == ["first", "small"]
+    assert budget.free == 10_000 and budget.waiting == 0
+
+
+def test_each_event_loop_has_its_own_budget_and_a_bad_size_is_refused() -> None:
+    async def get() -> RowBudget:
+        return budget_for(300)
+
+    one, two = asyncio.run(get()), asyncio.run(get())
+    assert one is not two and one.rows == two.rows == 300
+    with pytest.raises(ValueError, match="at least 1 row"):
+        RowBudget(0)
