@@ -20,6 +20,7 @@ same record (a minor's second guardian), that row is written again instead (outc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -549,16 +550,16 @@ async def apply_deletions(rt: Runtime, migration: Migration, bundle_id: str) -> 
                 if entry is None or entry.batch == batch:
                     continue  # this delta's deletions already journaled it (a retried activity)
                 if outcome in ("deleted", "already_gone", "deactivated"):
-                    entries.append(entry.model_copy(update={
-                        "action": "deleted" if outcome != "deactivated" else "updated",
-                        "batch": batch, "at": now(), "code": f"source_deleted:{outcome}",
-                        "reason": "deleted at the practice during cutover"}))
+                    entries.append(dataclasses.replace(
+                        entry, action="deleted" if outcome != "deactivated" else "updated",
+                        batch=batch, at=now(), code=f"source_deleted:{outcome}",
+                        reason="deleted at the practice during cutover"))
                 elif outcome == "cleared":
                     # Origin, target id and before-image stay: rollback deletes a created record with its
                     # own map and gives a pre-existing one its image back, the cleared columns included.
-                    entries.append(entry.model_copy(update={
-                        "action": "updated", "batch": batch, "at": now(), "code": CLEARED,
-                        "reason": "source row deleted at the practice during cutover: the map's columns cleared"}))
+                    entries.append(dataclasses.replace(
+                        entry, action="updated", batch=batch, at=now(), code=CLEARED,
+                        reason="source row deleted at the practice during cutover: the map's columns cleared"))
             rt.journal.record(entries)
     for name, row_keys in sorted(rewrite.items()):  # after the client above is closed: the load opens its own
         await load.load_batch(rt, migration, name, 0, bundle_id=bundle_id, keys=sorted(set(row_keys)))

@@ -27,6 +27,7 @@ that no longer matches it is kept and listed the same way (`edited_after_upload`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import itertools
 import logging
@@ -233,7 +234,7 @@ async def _bounded(jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
 
 
 def _moved(entry: JournalEntry, action: str) -> JournalEntry:
-    return entry.model_copy(update={"action": action, "at": now()})
+    return dataclasses.replace(entry, action=action, at=now())
 
 
 def _kept(entry: JournalEntry, reason: str) -> KeptRecord:

@@ -4,6 +4,7 @@ others wait, and what each deletion policy does to one record."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -157,11 +158,11 @@ def test_clearing_a_record_that_is_gone_counts_as_already_gone():
 
 
 def test_a_repeat_of_a_deltas_deletions_reports_what_it_did_and_writes_nothing():
-    done = _entry(action="deleted").model_copy(update={"batch": "d1:deletions", "code": "source_deleted:deleted"})
+    done = dataclasses.replace(_entry(action="deleted"), batch="d1:deletions", code="source_deleted:deleted")
     client = FakeClient()
     assert asyncio.run(cutover._delete_one(client, Target_("appointment"), "delete", done, "A-1", "d1:deletions")) \
         == "deleted" and client.calls == []
-    gone = done.model_copy(update={"code": "source_deleted:deactivated", "action": "updated"})
+    gone = dataclasses.replace(done, code="source_deleted:deactivated", action="updated")
     assert asyncio.run(cutover._delete_one(client, Target_("appointment"), "deactivate", gone, "A-1",
                                            "d1:deletions")) == "deactivated" and client.calls == []
 

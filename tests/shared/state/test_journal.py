@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
@@ -55,7 +56,7 @@ def test_a_rerun_keeps_the_original_origin(storage_connection_string: str, uniqu
 def test_entries_are_scoped_to_their_migration(storage_connection_string: str, unique_name: str):
     journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
     journal.record([_entry("1")])
-    other = _entry("1").model_copy(update={"migration_id": "m-10"})
+    other = dataclasses.replace(_entry("1"), migration_id="m-10")
     journal.record([other])
     assert [e.migration_id for e in journal.entries("m-1")] == ["m-1"]
 
@@ -159,7 +160,7 @@ def test_tables_whose_names_share_a_prefix_come_back_whole_and_by_name(
         storage_connection_string: str, unique_name: str):
     # "patient~..." sorts after "patient_note~...": a reader must not interleave or lose either table.
     journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
-    note = [_entry(str(i)).model_copy(update={"table": "patient_note"}) for i in range(1, 2_501)]
+    note = [dataclasses.replace(_entry(str(i)), table="patient_note") for i in range(1, 2_501)]
     journal.record([_entry(str(i)) for i in range(1, 2_501)] + note)
     journal.announce("m-1", "appointment", "appointment/0", "appointment", ["9"])
     assert journal.tables("m-1") == ["appointment", "patient", "patient_note"]
@@ -174,7 +175,7 @@ def test_small_tables_whose_names_share_a_prefix_are_each_read_whole(
         storage_connection_string: str, unique_name: str):
     # A table is read through the key range of its buckets: that range must hold nothing of "patient_note".
     journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
-    note = [_entry(str(i)).model_copy(update={"table": "patient_note"}) for i in range(990, 1_010)]
+    note = [dataclasses.replace(_entry(str(i)), table="patient_note") for i in range(990, 1_010)]
     journal.record([_entry(str(i)) for i in range(995, 1_005)] + note)
     assert sorted(e.source_id for e in journal.entries("m-1", "patient")) == sorted(str(i) for i in range(995, 1_005))
     read = [(e.table, e.source_id) for e in journal.entries("m-1")]
@@ -206,3 +207,26 @@ def test_a_journal_in_the_layout_before_the_buckets_is_refused_not_read_as_empty
     journal._table.upsert_entity({"PartitionKey": "m-1~patient", "RowKey": "0001-1", "action": "created"})  # noqa: SLF001
     with pytest.raises(JournalLayoutOutdated, match="m-1"):
         list(journal.entries("m-1"))
+
+
+ENTRY_BYTES = 600
+"""What one entry may cost, its strings and timestamp included: 324 bytes measured as a slotted dataclass,
+1,468 as a pydantic BaseModel (a load batch holds one per source row; readers hold a map's worth)."""
+
+
+def test_an_entry_is_small_and_still_validated() -> None:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        entries = [_entry(str(100_000 + n)) for n in range(2_000)]
+        per_entry = (tracemalloc.get_traced_memory()[0] - before) / len(entries)
+    finally:
+        tracemalloc.stop()
+    assert per_entry < ENTRY_BYTES, f"{per_entry:.0f} bytes per journal entry"
+    with pytest.raises(ValueError, match="action"):
+        dataclasses.replace(entries[0], action="teleported")
+    with pytest.raises(ValueError, match="colour"):
+        JournalEntry(migration_id="m-1", table="t", source_id="1", action="created", batch="b",  # type: ignore[call-arg]
+                     at=datetime.now(UTC), colour="red")
