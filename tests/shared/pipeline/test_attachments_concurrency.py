@@ -4,6 +4,7 @@ failure inside it surfaces as its own error type (the retry policy classifies by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator
@@ -85,12 +86,18 @@ def test_parts_copied_at_once_share_the_process_limit(migrated: Migrated, monkey
     assert len(migrated.documents_by_patient) > attachments.PATIENTS_IN_FLIGHT, "two parts must be able to exceed it"
     in_flight = 0
     most_at_once = 0
+    limit_reached = asyncio.Event()
 
     async def upload(graph: Any, dv: Any, library: Any, *, contact_id: str, data: bytes, **_: Any) -> DocumentResult:
         nonlocal in_flight, most_at_once
         in_flight += 1
         most_at_once = max(most_at_once, in_flight)
-        await asyncio.sleep(0.05)
+        if in_flight >= attachments.PATIENTS_IN_FLIGHT:
+            limit_reached.set()
+        # Each upload stays until the limit is reached (or 2 s pass), so a busy machine cannot hide either
+        # a limit per part (more at once) or a lower one (never reached).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(limit_reached.wait(), 2)
         in_flight -= 1
         return DocumentResult(contact_id=contact_id, folder_item_id="f", file_item_id=f"i-{contact_id}",
                               size=len(data), location_id="l")
