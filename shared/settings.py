@@ -83,10 +83,11 @@ class Settings(BaseSettings):
     key_vault_uri: str | None = None
     """The app's Key Vault (customer secrets, if any are ever accepted, go there only)."""
 
-    load_rows_in_flight: int = Field(default=30_000, ge=1)
-    """Source rows the load batches of one process hold at once (shared/pipeline/rows_in_flight.py): what
-    bounds the worker's memory whatever the practice's size. 30,000 is six full 5,000-row parts: at 100,000
-    records it kept 96% of the unbounded load's speed (20,000 kept 70%; bench/README.md has the figures)."""
+    load_bundle_bytes_in_flight: int = Field(default=1_500_000, ge=1)
+    """Bundle bytes (parts as stored, gzip) the load batches of one process hold at once
+    (shared/pipeline/in_flight.py): what bounds the worker's memory whatever the practice's size. A batch
+    holds about 65-105 times its part's stored size at its peak; 1.5 MB is three full patient parts or
+    seven ledger parts (bench/README.md has the figures)."""
 
     note_attachment_limit: int = Field(default=5_242_880, ge=1)
     """Largest note attachment as Base64 (the environment's `maxuploadfilesize`; 5 MB by default, an

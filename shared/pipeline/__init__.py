@@ -5,7 +5,7 @@
     mapping.py      propose the field map, keep the user's draft, freeze an approved version
     schema.py       plan the Dataverse schema from the approved map, then build it
     load.py         plan the dependency waves, load one bundle part, bind second-pass lookups
-    rows_in_flight.py  the process's budget of source rows its load batches hold at once (its memory bound)
+    in_flight.py    the process's budget of bundle bytes its load batches hold at once (its memory bound)
     attachments.py  copy the bundle's files to SharePoint (or note attachments)
     finish.py       the final per-object report, the audit CSV and the rollback watermark
     audit.py        the journal as CSV (the audit log), streamed by the API and kept in Blob

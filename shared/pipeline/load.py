@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -47,10 +46,10 @@ from shared.mapping.spec import ApprovedMapping, MappingSpec, TableMap
 from shared.mapping.transforms import TransformContext
 from shared.pipeline import closed
 from shared.pipeline.bundle import open_bundle
+from shared.pipeline.in_flight import budget_for
 from shared.pipeline.mapping import approved_mapping
 from shared.pipeline.overlay import CurrentSource, chain_for, children_for
 from shared.pipeline.preexisting import ImageReader, Matches, find_matches, store_images, write_matched
-from shared.pipeline.rows_in_flight import budget_for
 from shared.pipeline.sample_scope import SampleScope, in_sample
 from shared.pipeline.schema import stored_plan
 from shared.pipeline.target import dataverse_client
@@ -348,25 +347,28 @@ async def load_batch(rt: Runtime, migration: Migration, map_name: str, part: int
     `created` (the same run created them). `keys` (with a delta's `bundle_id`): instead of a part, these rows
     of the current source (shared/pipeline/overlay.py), parents whose children alone changed in the delta.
 
-    The batch first waits until its part's rows fit in the process's budget of rows in flight
-    (shared/pipeline/rows_in_flight.py): that, not the practice's size, bounds the worker's memory."""
-    rows = _batch_rows(rt, migration, map_name, part, bundle_id, keys)
-    async with budget_for(rt.settings.load_rows_in_flight).hold(rows):
+    The batch first waits until its part fits in the process's budget of bundle bytes in flight
+    (shared/pipeline/in_flight.py): that, not the practice's size, bounds the worker's memory."""
+    weight = _batch_weight(rt, migration, map_name, part, bundle_id, keys)
+    async with budget_for(rt.settings.load_bundle_bytes_in_flight).hold(weight):
         return await _load_batch(rt, migration, map_name, part, bundle_id=bundle_id, sample=sample,
                                  over_sample=over_sample, keys=keys)
 
 
-def _batch_rows(rt: Runtime, migration: Migration, map_name: str, part: int, bundle_id: str | None,
-                keys: list[str] | None) -> int:
-    """Source rows the batch reads: its part's, from the manifest (0 for a part the batch will refuse)."""
-    if keys is not None:
-        return len(keys)
+def _batch_weight(rt: Runtime, migration: Migration, map_name: str, part: int, bundle_id: str | None,
+                  keys: list[str] | None) -> int:
+    """The bundle bytes (as stored) the batch reads: its part's, from the manifest; for `keys`, that many
+    rows at the table's bytes per row; 0 for a part the batch will refuse."""
     source_table = _approved(rt, migration).spec.table(map_name).source_table
     reader = _bundle(rt, migration, bundle_id) if bundle_id else _bundle(rt, migration)
-    with contextlib.suppress(KeyError):
-        parts = reader.table(source_table).parts
-        return parts[part].rows if 0 <= part < len(parts) else 0
-    return 0
+    try:
+        entry = reader.table(source_table)
+    except KeyError:
+        return 0
+    if keys is not None:
+        stored = sum(p.bytes for p in entry.parts)
+        return len(keys) * stored // max(entry.rows, 1)
+    return entry.parts[part].bytes if 0 <= part < len(entry.parts) else 0
 
 
 async def _load_batch(rt: Runtime, migration: Migration, map_name: str, part: int, *,

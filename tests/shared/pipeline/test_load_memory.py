@@ -21,7 +21,7 @@ from devtools import azurite as azurite_launcher
 from devtools.stack import synthetic_practice
 from shared.mapping.spec import MappingSpec
 from shared.pipeline import load
-from shared.pipeline.rows_in_flight import budget_for
+from shared.pipeline.in_flight import budget_for
 from shared.runtime import Runtime
 from shared.state.migrations import Migration
 
@@ -96,20 +96,22 @@ def test_drained_yields_in_order_and_lets_go() -> None:
     assert rows == []
 
 
-def test_a_batch_waits_until_its_part_fits_in_the_process_row_budget(ledger_ready: tuple[Runtime, Migration],
-                                                                      ledger_batch: tuple[BatchMemory, MappingSpec]
-                                                                      ) -> None:
+def test_a_batch_waits_until_its_part_fits_in_the_process_budget(ledger_ready: tuple[Runtime, Migration],
+                                                                  ledger_batch: tuple[BatchMemory, MappingSpec]
+                                                                  ) -> None:
     rt, migration = ledger_ready  # after ledger_batch: this runs part 0 a second time (batches are idempotent)
+    stored = load._bundle(rt, migration).table("proc_log").parts[0].bytes
+    assert load._batch_weight(rt, migration, "ledger", 0, None, None) == stored > 0
 
     async def scenario() -> tuple[bool, int, int, load.BatchInfo, int]:
-        budget = budget_for(rt.settings.load_rows_in_flight)
-        async with budget.hold(budget.rows - PART_ROWS // 2):  # other batches hold all but half a part
+        budget = budget_for(rt.settings.load_bundle_bytes_in_flight)
+        async with budget.hold(budget.size - stored // 2):  # other batches hold all but half this part
             batch = asyncio.create_task(load.load_batch(rt, migration, "ledger", 0))
             await asyncio.sleep(0.5)
             started, waiting, free = batch.done(), budget.waiting, budget.free
         return started, waiting, free, await batch, budget.free
 
     started, waiting, free_while_held, info, free_after = asyncio.run(scenario())
-    assert not started and waiting == 1 and free_while_held == PART_ROWS // 2
+    assert not started and waiting == 1 and free_while_held == stored - stored // 2
     assert info.counts.get("created", 0) > PART_ROWS // 2  # then it ran, and journaled its rows as created
-    assert free_after == rt.settings.load_rows_in_flight
+    assert free_after == rt.settings.load_bundle_bytes_in_flight

@@ -1,4 +1,4 @@
-"""shared/pipeline/rows_in_flight.py: the process's budget of source rows held by load batches at once."""
+"""shared/pipeline/in_flight.py: the process's budget of bundle bytes its load batches hold at once."""
 
 from __future__ import annotations
 
@@ -7,24 +7,24 @@ import random
 
 import pytest
 
-from shared.pipeline.rows_in_flight import RowBudget, budget_for
+from shared.pipeline.in_flight import Budget, budget_for
 
 
 def test_holders_never_exceed_the_budget_and_all_finish() -> None:
-    budget = RowBudget(20_000)
+    budget = Budget(20_000)
     held, most = 0, 0
     sizes = [random.Random(seed).choice([0, 120, 3_000, 5_000, 5_000, 20_000]) for seed in range(60)]
 
-    async def batch(rows: int) -> None:
+    async def batch(weight: int) -> None:
         nonlocal held, most
-        async with budget.hold(rows) as granted:
+        async with budget.hold(weight) as granted:
             held += granted
             most = max(most, held)
-            await asyncio.sleep(0.001 * (rows % 7))
+            await asyncio.sleep(0.001 * (weight % 7))
             held -= granted
 
     async def run() -> None:
-        await asyncio.gather(*(batch(rows) for rows in sizes))
+        await asyncio.gather(*(batch(weight) for weight in sizes))
 
     asyncio.run(run())
     assert most <= 20_000
@@ -33,11 +33,11 @@ def test_holders_never_exceed_the_budget_and_all_finish() -> None:
 
 
 def test_a_large_part_is_served_before_small_ones_that_came_after_it() -> None:
-    budget = RowBudget(10_000)
+    budget = Budget(10_000)
     order: list[str] = []
 
-    async def holder(name: str, rows: int, release: asyncio.Event) -> None:
-        async with budget.hold(rows):
+    async def holder(name: str, weight: int, release: asyncio.Event) -> None:
+        async with budget.hold(weight):
             order.append(name)
             await release.wait()
 
@@ -62,7 +62,7 @@ def test_a_large_part_is_served_before_small_ones_that_came_after_it() -> None:
 
 
 def test_a_part_larger_than_the_budget_runs_alone() -> None:
-    budget = RowBudget(5_000)
+    budget = Budget(5_000)
 
     async def run() -> tuple[int, int]:
         async with budget.hold(12_000) as granted:
@@ -73,14 +73,14 @@ def test_a_part_larger_than_the_budget_runs_alone() -> None:
 
 
 def test_a_cancelled_waiter_takes_nothing_and_lets_the_next_one_go() -> None:
-    budget = RowBudget(10_000)
+    budget = Budget(10_000)
 
     async def run() -> list[str]:
         got: list[str] = []
         release = asyncio.Event()
 
-        async def holder(name: str, rows: int) -> None:
-            async with budget.hold(rows):
+        async def holder(name: str, weight: int) -> None:
+            async with budget.hold(weight):
                 got.append(name)
                 await release.wait()
 
@@ -104,10 +104,10 @@ def test_a_cancelled_waiter_takes_nothing_and_lets_the_next_one_go() -> None:
 
 
 def test_each_event_loop_has_its_own_budget_and_a_bad_size_is_refused() -> None:
-    async def get() -> RowBudget:
+    async def get() -> Budget:
         return budget_for(300)
 
     one, two = asyncio.run(get()), asyncio.run(get())
-    assert one is not two and one.rows == two.rows == 300
-    with pytest.raises(ValueError, match="at least 1 row"):
-        RowBudget(0)
+    assert one is not two and one.size == two.size == 300
+    with pytest.raises(ValueError, match="at least 1"):
+        Budget(0)
