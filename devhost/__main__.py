@@ -16,7 +16,7 @@ from pathlib import Path
 from .clock import Clock, VirtualClock
 from .engine import TaskHub
 from .functions import load_app
-from .memory import limit_arenas, trim_when_idle
+from .memory import fix_mmap_threshold, limit_arenas, trim_when_idle
 from .server import LocalHost
 from .store import HubStore
 
@@ -106,7 +106,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Before any activity thread exists: 8 threads in glibc's default arenas keep each one's peak resident.
     arenas = limit_arenas()
-    logging.getLogger("devhost").info("malloc arenas: %s", arenas or os.environ.get("MALLOC_ARENA_MAX") or "default")
+    threshold = fix_mmap_threshold()
+    logging.getLogger("devhost").info("malloc arenas: %s, mmap threshold: %s",
+                                      arenas or os.environ.get("MALLOC_ARENA_MAX") or "default",
+                                      threshold or os.environ.get("MALLOC_MMAP_THRESHOLD_") or "dynamic")
     # The storage SDKs log every request with its headers at INFO: keep them quiet.
     logging.getLogger("azure").setLevel(logging.WARNING)
     asyncio.run(_serve(args))

@@ -156,8 +156,16 @@ var authSettings = {
   }
 }
 
+// glibc malloc in the Python worker (read at its start): two arenas for the activity threads, and large
+// blocks (request bodies, a load part's lists) in mappings handed back when freed (devhost/memory.py).
+var workerMemorySettings = {
+  MALLOC_ARENA_MAX: '2'
+  MALLOC_MMAP_THRESHOLD_: '131072'
+}
+
 var allAppSettings = union(
   storageSettings,
+  workerMemorySettings,
   telemetrySettings,
   bridgeworkSettings,
   dataverseSettings,

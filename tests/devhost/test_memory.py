@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import uuid
@@ -25,6 +26,30 @@ def test_the_environment_cap_wins_and_zero_leaves_the_default(monkeypatch: pytes
     assert memory.limit_arenas() is None  # glibc already took the variable at start
     monkeypatch.delenv("MALLOC_ARENA_MAX")
     assert memory.limit_arenas(0) is None
+
+
+def test_fix_mmap_threshold_sets_it_in_a_fresh_process_and_the_environment_wins() -> None:
+    code = ("import os; os.environ.pop('MALLOC_MMAP_THRESHOLD_', None); "
+            "from devhost.memory import fix_mmap_threshold; print(fix_mmap_threshold())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(memory.DEFAULT_MMAP_THRESHOLD)
+    code = "from devhost.memory import fix_mmap_threshold; print(fix_mmap_threshold())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
+    assert out.stdout.strip() == "None"
+
+
+def test_a_fixed_mmap_threshold_hands_large_blocks_back_when_freed() -> None:
+    code = ("import sys; sys.path.insert(0, '.'); from devhost import memory; memory.fix_mmap_threshold({size}); "
+            "blocks = [bytearray(256 * 1024) for _ in range(200)]; blocks[0][0] = 1; "
+            "big = [bytearray(8 * 1024 * 1024)]; del big; "  # glibc would raise its threshold to 8 MiB here
+            "blocks2 = [bytearray(256 * 1024) for _ in range(200)]; del blocks, blocks2; "
+            "print(memory.heap_breakdown()['c_free'])")
+    fixed = subprocess.run([sys.executable, "-c", code.format(size=128 * 1024)], capture_output=True, text=True,
+                           check=True, env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")})
+    dynamic = subprocess.run([sys.executable, "-c", code.format(size=0)], capture_output=True, text=True,
+                             check=True, env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")})
+    assert float(fixed.stdout) < 5 <= float(dynamic.stdout), (fixed.stdout, dynamic.stdout)
 
 
 def test_limit_arenas_sets_the_cap_in_a_fresh_process() -> None:

@@ -300,6 +300,15 @@ def test_app_settings_match_the_names_shared_settings_reads() -> None:
         assert re.search(rf"\b{re.escape(alias)}\s*:", text), alias
 
 
+def test_the_worker_gets_the_malloc_settings_the_local_host_sets_itself() -> None:
+    from devhost import memory
+
+    text = code(API)
+    assert re.search(rf"\bMALLOC_ARENA_MAX\s*:\s*'{memory.DEFAULT_ARENAS}'", text)
+    assert re.search(rf"\bMALLOC_MMAP_THRESHOLD_\s*:\s*'{memory.DEFAULT_MMAP_THRESHOLD}'", text)
+    assert re.search(r"allAppSettings = union\([^)]*\bworkerMemorySettings\b", text)
+
+
 # ---- Durable backends ----
 
 
