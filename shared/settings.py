@@ -86,8 +86,8 @@ class Settings(BaseSettings):
     load_bundle_bytes_in_flight: int = Field(default=1_500_000, ge=1)
     """Bundle bytes (parts as stored, gzip) the load batches of one process hold at once
     (shared/pipeline/in_flight.py): what bounds the worker's memory whatever the practice's size. A batch
-    holds about 65-105 times its part's stored size at its peak; 1.5 MB is three full patient parts or
-    seven ledger parts (bench/README.md has the figures)."""
+    holds about 80-145 times its part's stored size at its peak; 1.5 MB is two to three full patient parts
+    or seven ledger parts (bench/README.md has the figures)."""
 
     note_attachment_limit: int = Field(default=5_242_880, ge=1)
     """Largest note attachment as Base64 (the environment's `maxuploadfilesize`; 5 MB by default, an
