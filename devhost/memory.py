@@ -1,4 +1,4 @@
-"""The host process's C heap: fewer glibc malloc arenas, and freed memory handed back to the system when idle.
+"""The host process's memory: glibc malloc settings, freed memory handed back when idle, and a breakdown.
 
 Why: activities run on up to 8 threads (host.json maxConcurrentActivityFunctions). glibc gives threads
 their own malloc arenas (up to 8 per core) and keeps what they free for reuse inside each arena, so a
@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 log = logging.getLogger("devhost.memory")
 
@@ -151,7 +152,7 @@ def heap_breakdown() -> dict[str, float]:
 def _proc_status() -> dict[str, float]:
     """VmRSS and VmHWM in MiB (empty off Linux)."""
     try:
-        lines = open("/proc/self/status", encoding="ascii").read().splitlines()
+        lines = Path("/proc/self/status").read_text(encoding="ascii").splitlines()
     except OSError:
         return {}
     return {name: int(value.split()[0]) / 1024 for name, _, value in (line.partition(":") for line in lines)
