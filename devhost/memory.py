@@ -57,15 +57,7 @@ def limit_arenas(arenas: int | None = None) -> int | None:
 
     MALLOC_ARENA_MAX in the environment wins (glibc read it at start); otherwise DEVHOST_MALLOC_ARENA_MAX
     or `arenas` (default 2; 0 leaves glibc's default). Returns the cap set, or None."""
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return None
-    wanted = arenas if arenas is not None else int(os.environ.get("DEVHOST_MALLOC_ARENA_MAX", DEFAULT_ARENAS))
-    libc = _libc()
-    if wanted <= 0 or libc is None:
-        return None
-    if not libc.mallopt(ctypes.c_int(M_ARENA_MAX), ctypes.c_int(wanted)):
-        return None
-    return wanted
+    return _mallopt(M_ARENA_MAX, "MALLOC_ARENA_MAX", "DEVHOST_MALLOC_ARENA_MAX", DEFAULT_ARENAS, arenas)
 
 
 def fix_mmap_threshold(size: int | None = None) -> int | None:
@@ -74,14 +66,18 @@ def fix_mmap_threshold(size: int | None = None) -> int | None:
     MALLOC_MMAP_THRESHOLD_ in the environment wins (glibc read it at start); otherwise
     DEVHOST_MALLOC_MMAP_THRESHOLD or `size` (default 128 KiB; 0 leaves glibc's dynamic threshold).
     Returns the threshold set, or None."""
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+    return _mallopt(M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", "DEVHOST_MALLOC_MMAP_THRESHOLD",
+                    DEFAULT_MMAP_THRESHOLD, size)
+
+
+def _mallopt(parameter: int, glibc_variable: str, devhost_variable: str, default: int,
+             value: int | None) -> int | None:
+    """Set one mallopt parameter unless glibc's own variable is set; returns the value set, or None."""
+    if os.environ.get(glibc_variable):
         return None
-    wanted = size if size is not None else int(os.environ.get("DEVHOST_MALLOC_MMAP_THRESHOLD",
-                                                               DEFAULT_MMAP_THRESHOLD))
+    wanted = value if value is not None else int(os.environ.get(devhost_variable, default))
     libc = _libc()
-    if wanted <= 0 or libc is None:
-        return None
-    if not libc.mallopt(ctypes.c_int(M_MMAP_THRESHOLD), ctypes.c_int(wanted)):
+    if wanted <= 0 or libc is None or not libc.mallopt(ctypes.c_int(parameter), ctypes.c_int(wanted)):
         return None
     return wanted
 
