@@ -9,7 +9,7 @@ cycles with or without this, about 4 MiB lower with it).
 `fix_mmap_threshold` keeps large blocks (request and response bodies, a part's lists) in their own
 mappings, handed back the moment they are freed: glibc raises its threshold each time such a block is
 freed (up to 32 MiB), after which large blocks come from the arenas and their free space stays resident
-(39-69 MiB of it at a load's peak; with the threshold fixed at 128 KiB, 19 MiB: bench/README.md).
+(at the 100k load's peak, 39 MiB without and 19 MiB with the threshold fixed at 128 KiB: bench/README.md).
 `trim_heap` returns free pages to the system (malloc_trim(0)). All do nothing off glibc.
 
 In Azure the Functions host starts the Python worker, so this module does not run there: the same

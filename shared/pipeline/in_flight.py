@@ -7,12 +7,11 @@ until every slot held a full 5,000-row part: the host's peak was 168 MB at 10,00
 100,000 and 412 MB at 1,000,000.
 
 What a batch weighs is its part's size as stored in the bundle (gzip JSON Lines, from the manifest), not
-its rows: rows differ in what they hold (at a batch's peak, 9.2 KB per patient row of a 335-row part, fixed
-costs included, 5.1-7.1 KB per appointment row, 3.3 KB per ledger row of a 5,000-row part:
-bench/bench_load_memory.py), and stored bytes follow that more closely than rows (110, 49 and 41 bytes a
-row in the 1M bundle). A batch
-waits until its part fits, first come first served; a part larger than the whole budget takes all of it,
-so it runs alone rather than never.
+its rows. Rows differ in what they hold: at a batch's peak, 9.2 KB per patient row (a 335-row part), 7.1 KB
+per appointment row (1,518 rows) and 3.3 KB per ledger row (5,000 rows), fixed costs included
+(bench/bench_load_memory.py). Stored bytes follow that more closely than rows (110, 49 and 41 bytes a row in
+the 1M bundle). A batch waits until its part fits, first come first served; a part larger than the whole
+budget takes all of it, so it runs alone rather than never.
 
 The budget is the setting `BRIDGEWORK_LOAD_BUNDLE_BYTES_IN_FLIGHT` (shared/settings.py). It is per event
 loop, which is per process in the Python worker and the local host; tests that run batches on their own

@@ -112,7 +112,7 @@ _ENTRY = TypeAdapter(JournalEntry)
 _ENTRY_FIELDS = frozenset(field.name for field in dataclasses.fields(JournalEntry))
 
 
-def entry_from(entity: Mapping[str, Any]) -> JournalEntry:
+def _entry_from(entity: Mapping[str, Any]) -> JournalEntry:
     """A journal entry from a stored entity (its keys and timestamps left out)."""
     return _ENTRY.validate_python({name: value for name, value in entity.items() if name in _ENTRY_FIELDS})
 
@@ -193,7 +193,7 @@ class Journal:
         wanted = set(source_ids)
         if not wanted:
             return {}
-        found = {source_id: entry_from(entity) for source_id, entity in self.own_rows(migration_id, table, wanted)}
+        found = {source_id: _entry_from(entity) for source_id, entity in self.own_rows(migration_id, table, wanted)}
         for intent in self._intents(migration_id, table):
             for entry in _Intent.of(intent).entries(migration_id, table):
                 if entry.source_id in wanted:
@@ -385,7 +385,7 @@ class Journal:
                                                  parameters={"low": f"{migration_id}~{table}~0",
                                                              "high": f"{migration_id}~{table}~:"},
                                                  results_per_page=_PAGE):
-            entry = entry_from(entity)
+            entry = _entry_from(entity)
             announced.pop(entry.source_id, None)
             yield entry
         yield from announced.values()

@@ -107,7 +107,7 @@ def test_traced_heap_endpoint_reports_growth_or_the_largest_lines(storage_connec
 
 def test_heap_breakdown_sees_small_objects_come_and_go() -> None:
     before = memory.heap_breakdown()
-    held = [(n, str(n)) for n in range(400_000)]  # ~40 MiB of small objects: pymalloc's
+    held = [(n, str(n)) for n in range(400_000)]  # ~40 MiB, all objects small enough for pymalloc
     during = memory.heap_breakdown()
     del held
     after = memory.heap_breakdown()

@@ -111,3 +111,42 @@ def test_each_event_loop_has_its_own_budget_and_a_bad_size_is_refused() -> None:
     assert one is not two and one.size == two.size == 300
     with pytest.raises(ValueError, match="at least 1"):
         Budget(0)
+
+
+def test_a_waiter_cancelled_just_as_it_is_granted_gives_its_share_back() -> None:
+    budget = Budget(10_000)
+
+    async def run() -> tuple[int, list[str]]:
+        got: list[str] = []
+        release = asyncio.Event()
+
+        async def holder(name: str, weight: int) -> None:
+            async with budget.hold(weight):
+                got.append(name)
+                await release.wait()
+
+        async def first_then_cancel_big() -> None:
+            async with budget.hold(10_000):
+                await asyncio.sleep(0.01)
+            # Leaving the block granted big its turn; it is cancelled before it could resume.
+            big.cancel()
+
+        first = asyncio.create_task(first_then_cancel_big())
+        await asyncio.sleep(0)
+        big = asyncio.create_task(holder("big", 8_000))
+        await asyncio.sleep(0)
+        await first
+        with pytest.raises(asyncio.CancelledError):
+            await big
+        free_after_cancel = budget.free
+        if free_after_cancel != budget.size:  # the next holder would wait forever
+            return free_after_cancel, got
+        small = asyncio.create_task(holder("small", 10_000))
+        await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.wait_for(small, 2)
+        return free_after_cancel, got
+
+    free_after_cancel, got = asyncio.run(run())
+    assert free_after_cancel == 10_000, "the cancelled grant was returned"
+    assert got == ["small"] and budget.free == 10_000
