@@ -10,6 +10,13 @@ import pytest
 from shared.pipeline.in_flight import Budget, budget_for
 
 
+async def _holder(budget: Budget, got: list[str], release: asyncio.Event, name: str, weight: int) -> None:
+    """Holds `weight`, notes its name once granted, and keeps it until `release` is set."""
+    async with budget.hold(weight):
+        got.append(name)
+        await release.wait()
+
+
 def test_holders_never_exceed_the_budget_and_all_finish() -> None:
     budget = Budget(20_000)
     held, most = 0, 0
@@ -36,18 +43,13 @@ def test_a_large_part_is_served_before_small_ones_that_came_after_it() -> None:
     budget = Budget(10_000)
     order: list[str] = []
 
-    async def holder(name: str, weight: int, release: asyncio.Event) -> None:
-        async with budget.hold(weight):
-            order.append(name)
-            await release.wait()
-
     async def run() -> None:
         first_done, big_done, small_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
-        first = asyncio.create_task(holder("first", 6_000, first_done))
+        first = asyncio.create_task(_holder(budget, order, first_done, "first", 6_000))
         await asyncio.sleep(0)
-        big = asyncio.create_task(holder("big", 8_000, big_done))
+        big = asyncio.create_task(_holder(budget, order, big_done, "big", 8_000))
         await asyncio.sleep(0)
-        small = asyncio.create_task(holder("small", 1_000, small_done))  # would fit now, but comes after big
+        small = asyncio.create_task(_holder(budget, order, small_done, "small", 1_000))  # would fit now, but comes after big
         await asyncio.sleep(0.01)
         assert order == ["first"] and budget.waiting == 2
         first_done.set()
@@ -79,16 +81,11 @@ def test_a_cancelled_waiter_takes_nothing_and_lets_the_next_one_go() -> None:
         got: list[str] = []
         release = asyncio.Event()
 
-        async def holder(name: str, weight: int) -> None:
-            async with budget.hold(weight):
-                got.append(name)
-                await release.wait()
-
-        first = asyncio.create_task(holder("first", 4_000))
+        first = asyncio.create_task(_holder(budget, got, release, "first", 4_000))
         await asyncio.sleep(0)
-        big = asyncio.create_task(holder("big", 10_000))  # waits for first
+        big = asyncio.create_task(_holder(budget, got, release, "big", 10_000))  # waits for first
         await asyncio.sleep(0)
-        small = asyncio.create_task(holder("small", 2_000))  # waits behind big
+        small = asyncio.create_task(_holder(budget, got, release, "small", 2_000))  # waits behind big
         await asyncio.sleep(0.01)
         big.cancel()
         await asyncio.sleep(0.01)
@@ -120,11 +117,6 @@ def test_a_waiter_cancelled_just_as_it_is_granted_gives_its_share_back() -> None
         got: list[str] = []
         release = asyncio.Event()
 
-        async def holder(name: str, weight: int) -> None:
-            async with budget.hold(weight):
-                got.append(name)
-                await release.wait()
-
         async def first_then_cancel_big() -> None:
             async with budget.hold(10_000):
                 await asyncio.sleep(0.01)
@@ -133,7 +125,7 @@ def test_a_waiter_cancelled_just_as_it_is_granted_gives_its_share_back() -> None
 
         first = asyncio.create_task(first_then_cancel_big())
         await asyncio.sleep(0)
-        big = asyncio.create_task(holder("big", 8_000))
+        big = asyncio.create_task(_holder(budget, got, release, "big", 8_000))
         await asyncio.sleep(0)
         await first
         with pytest.raises(asyncio.CancelledError):
@@ -141,7 +133,7 @@ def test_a_waiter_cancelled_just_as_it_is_granted_gives_its_share_back() -> None
         free_after_cancel = budget.free
         if free_after_cancel != budget.size:  # the next holder would wait forever
             return free_after_cancel, got
-        small = asyncio.create_task(holder("small", 10_000))
+        small = asyncio.create_task(_holder(budget, got, release, "small", 10_000))
         await asyncio.sleep(0.01)
         release.set()
         await asyncio.wait_for(small, 2)
