@@ -27,7 +27,7 @@
     │   └── SharePointConflict / SharePointAuthError / SharePointRequestFailed   (Fatal)
     └── StateError             Table/Blob state is missing or inconsistent
         ├── MigrationNotFound               no such migration for this tenant (Fatal)
-        └── JournalLayoutOutdated           the journal was written in the layout before its buckets (Fatal)
+        └── JournalLayoutOutdated           the journal was written in an earlier layout (Fatal)
 
 Every leaf also derives from exactly one of the markers below, which decide retries:
     Retriable   transient (throttling, 5xx, connection lost): Durable's retry may run it again
@@ -112,15 +112,15 @@ class MigrationNotFound(StateError, Fatal):
 
 
 class JournalLayoutOutdated(StateError, Fatal):
-    """The migration's journal was written with one partition per table, before the journal's buckets
-    (2026-12-01): its rows cannot be found where they are read now, and reading them as missing would
-    make a rollback keep what the migration created."""
+    """The migration's journal was written in the single table `<prefix>journal` of earlier releases (one
+    partition per table before 2026-12-01, 64 buckets until 2026-12-02): its rows cannot be found where
+    they are read now, and reading them as missing would make a rollback keep what the migration created."""
 
     code = "journal_layout_outdated"
 
     def __init__(self, migration_id: str) -> None:
-        super().__init__(f"migration {migration_id}: its journal predates the journal's buckets (one partition "
-                         "per table); start the migration again under this release, or finish it with the "
+        super().__init__(f"migration {migration_id}: its journal is in the single journal table of an earlier "
+                         "release; start the migration again under this release, or finish it with the "
                          "release that wrote it")
 
 

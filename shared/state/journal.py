@@ -12,14 +12,21 @@ made each batch's journal write slower than the last (`python -m bench.bench_jou
 run of consecutive ids) still touches a handful of partitions, so its transactions of up to 100 rows and
 its origin reads stay few.
 
-Keys: a row's PartitionKey is `<migration>~<table>~<bucket, two digits>`; a table's intents live in
+Tables: the partitions are spread over `SHARDS` tables, `<prefix>journal00` to `<prefix>journal03` (bucket
+modulo `SHARDS`), and the intents have a table of their own, `<prefix>journalintents`. Azure would need
+one table; Azurite answers every query by scanning the whole table it is asked, so with one table each
+batch's origin and intent reads cost what the whole journal held, and a load grew quadratic again from
+about 100,000 rows (bench/README.md, "Cost per record with the practice's size").
+
+Keys: a row's PartitionKey is `<migration>~<table>~<bucket, three digits>`; a table's intents live in
 `<migration>~<table>~!`. Readers rely on two orderings, which hold because map names are `[a-z0-9_]`
 and migration ids `m-<hex>` (neither contains `~`): every partition of a table sorts below
 `<migration>~<table>~\x7f` (`tables` skips past it), and `!` sorts below the digits (a range from `~0`
-to `~:` holds a table's rows and not its intents). `BUCKETS` and `_BLOCK` are part of the storage
-format: changing either moves rows to other partitions, where a re-run would no longer find them. A
-journal written before the buckets (one partition per table, before 2026-12-01; nothing was deployed)
-is refused (`JournalLayoutOutdated`), not read as empty.
+to `~:` holds a table's rows and not its intents). `BUCKETS`, `SHARDS` and `_BLOCK` are part of the
+storage format: changing one moves rows to other partitions or tables, where a re-run would no longer
+find them. A journal written in the single table `<prefix>journal` (one partition per table before
+2026-12-01, 64 buckets until 2026-12-02; nothing was deployed) is refused (`JournalLayoutOutdated`),
+not read as empty.
 
 Write-ahead intents: before a load creates records it `announce`s their source ids as ONE intent entity
 per write (RowKey `!intent-<uuid>` in the table's intent partition), not one entity per row; once the
@@ -45,9 +52,9 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import pydantic.dataclasses
-from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError, ServiceResponseError
 from azure.core.rest import HttpRequest
-from azure.data.tables import TableServiceClient, UpdateMode
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from shared.errors import JournalLayoutOutdated
@@ -67,11 +74,16 @@ WRITE_IN_PROGRESS = "write_in_progress"
 """Code of a row whose write started and whose outcome was never recorded (an unsettled intent)."""
 _INTENT_PREFIX = "!intent-"
 """RowKey prefix of intents: a marker only (they have a partition of their own, `_intent_partition`)."""
-BUCKETS = 64
+BUCKETS = 256
 """Row partitions per (migration, table); part of the storage format (see the module doc). Azure alone
 would need fewer: a few partitions at ~2,000 entities/s each are above what Dataverse's limits let
-several application users write. 64 is for Azurite, whose cost per upsert grows with the partition's
-size (LokiJS scans the partition for the RowKey); bench/README.md has the figures of 1, 16 and 64."""
+several application users write. 256 is for Azurite, whose cost per upsert grows with the partition's
+size (LokiJS scans the partition for the RowKey, twice for a new row); bench/README.md has the figures
+of 1, 16, 64 and 256."""
+SHARDS = 4
+"""Tables the row partitions are spread over (bucket modulo `SHARDS`); part of the storage format. For
+Azurite, which scans the whole table per query (see the module doc). Not more: reading a map costs one
+query per shard, which a small migration feels (16 made the end-to-end tests a third slower)."""
 _PAGE = 1_000
 """Entities per query page (the service's maximum)."""
 _BLOCK = 3
@@ -140,7 +152,7 @@ def bucket(source_id: str) -> int:
 
 
 def _bucket_partition(migration_id: str, table: str, number: int) -> str:
-    return f"{migration_id}~{table}~{number:02d}"
+    return f"{migration_id}~{table}~{number:03d}"
 
 
 def _intent_partition(migration_id: str, table: str) -> str:
@@ -152,13 +164,21 @@ def _table_of(partition: str) -> str:
 
 
 class Journal:
-    """Writes and reads journal rows in the `<prefix>journal` table."""
+    """Writes and reads journal rows in the `<prefix>journal<shard>` tables and their intents in
+    `<prefix>journalintents`."""
 
     def __init__(self, service: TableServiceClient, prefix: str) -> None:
-        self._table = service.create_table_if_not_exists(f"{prefix}journal")
+        self._shards = [service.create_table_if_not_exists(f"{prefix}journal{n:02d}") for n in range(SHARDS)]
+        self._intent_table = service.create_table_if_not_exists(f"{prefix}journalintents")
+        self._legacy = service.get_table_client(f"{prefix}journal")  # read only, to refuse an older layout
         # The lean transaction path uses two of the SDK's private attributes (azure-data-tables 12.x); an
         # SDK without them gets its own transactions, slower but the same.
-        self._lean = all(hasattr(self._table, name) for name in ("_client", "_primary_hostname", "scheme"))
+        self._lean = all(hasattr(self._intent_table, name) for name in ("_client", "_primary_hostname", "scheme"))
+
+    def _table_of_partition(self, partition: str) -> TableClient:
+        """The table a partition lives in: its bucket's shard, or the intents' table."""
+        number = partition.rsplit("~", 1)[1]
+        return self._intent_table if number == "!" else self._shards[int(number) % SHARDS]
 
     @staticmethod
     def partition(migration_id: str, table: str, source_id: str) -> str:
@@ -181,8 +201,8 @@ class Journal:
         for number, bucket_keys in sorted(by_bucket.items()):
             parameters = {"pk": _bucket_partition(migration_id, table, number),
                           "low": min(bucket_keys), "high": max(bucket_keys)}
-            for entity in self._table.query_entities(query, parameters=parameters,
-                                                     select=None if select is None else ["RowKey", *select]):
+            for entity in self._shards[number % SHARDS].query_entities(
+                    query, parameters=parameters, select=None if select is None else ["RowKey", *select]):
                 source_id = keys.get(entity["RowKey"])
                 if source_id is not None:
                     yield source_id, entity
@@ -252,7 +272,7 @@ class Journal:
         log.info("journal wrote %d entities in %d transactions", len(intents), -(-len(intents) // _TRANSACTION))
 
     def _intents(self, migration_id: str, table: str) -> Iterator[dict]:
-        return iter(self._table.query_entities(
+        return iter(self._intent_table.query_entities(
             "PartitionKey eq @pk", parameters={"pk": _intent_partition(migration_id, table)}))
 
     def record(self, entries: list[JournalEntry]) -> None:
@@ -285,27 +305,30 @@ class Journal:
         # A dropped connection (a pooled keep-alive connection the server had closed, a storage hiccup)
         # must not fail a load batch of thousands of rows: the transaction is upserts, so sending it
         # again is harmless. The SDK does not retry a POST whose response was lost.
+        table = self._table_of_partition(operations[0][1]["PartitionKey"])  # one partition per transaction
         for attempt in range(_ATTEMPTS):
             try:
-                if not (self._lean and self._send_lean(operations)):
-                    self._send_sdk(operations)
+                if not (self._lean and self._send_lean(table, operations)):
+                    self._send_sdk(table, operations)
                 return
             except (ServiceRequestError, ServiceResponseError):
                 if attempt == _ATTEMPTS - 1:
                     raise
                 time.sleep(_BACKOFF_SECONDS * 2**attempt)
 
-    def _send_sdk(self, operations: list) -> None:
+    @staticmethod
+    def _send_sdk(table: TableClient, operations: list) -> None:
         """The SDK's own transaction: its typed errors (TableTransactionError, RequestTooLargeError)."""
         if operations[0][0] == "delete":
             # Deletes one by one: a settle sent again after a lost answer finds some intents gone, and a
             # transaction would refuse all of them for that; delete_entity ignores a missing entity.
             for _, entity in operations:
-                self._table.delete_entity(entity["PartitionKey"], entity["RowKey"])
+                table.delete_entity(entity["PartitionKey"], entity["RowKey"])
             return
-        self._table.submit_transaction(operations)
+        table.submit_transaction(operations)
 
-    def _send_lean(self, operations: list) -> bool:
+    @staticmethod
+    def _send_lean(table: TableClient, operations: list) -> bool:
         """The transaction as one hand-built `$batch` request; True if storage applied every operation.
 
         The SDK builds and parses a transaction's multipart body through the `email` package: the
@@ -314,7 +337,6 @@ class Journal:
         the SDK quotes them), sent through the table client's own pipeline (auth, retries, transport).
         Anything but a 2xx for every operation is False: the caller sends the same operations through the
         SDK, which raises its typed errors (upserts and a delete-if-present are safe to send twice)."""
-        table = self._table
         base = f"{table.scheme}://{table._primary_hostname}"  # noqa: SLF001 - the SDK's own base URL
         changeset, batch = f"changeset_{uuid.uuid4()}", f"batch_{uuid.uuid4()}"
         parts: list[bytes] = []
@@ -349,28 +371,21 @@ class Journal:
 
     def entries(self, migration_id: str, table: str | None = None) -> Iterator[JournalEntry]:
         """Every entry of a migration (optionally one table), tables by name; within a table in storage
-        order (bucket, then key), then the ids of an unsettled intent without a row of their own as
+        order (shard, then bucket, then key), then the ids of an unsettled intent without a row of their own as
         write-ahead entries. No reader needs key order: sets, counts and the audit log (sort it to read it
         by id)."""
         for name in [table] if table is not None else self.tables(migration_id):
             yield from self._table_entries(migration_id, name)
 
     def tables(self, migration_id: str) -> list[str]:
-        """The tables a migration has journal rows or intents in, by name. One single-entity query per
-        table: each skips past the whole key range of the table it found (a skip scan, not a read of
-        every row)."""
-        found: list[str] = []
-        low, high = f"{migration_id}~", f"{migration_id}~\x7f"
-        while True:
-            pages = self._table.query_entities("PartitionKey ge @low and PartitionKey lt @high", select=["PartitionKey"],
-                                               parameters={"low": low, "high": high}, results_per_page=1)
-            first = next(iter(pages), None)
-            if first is None:
-                return sorted(found)
-            if first["PartitionKey"].count("~") != 2:
-                raise JournalLayoutOutdated(migration_id)
-            found.append(_table_of(first["PartitionKey"]))
-            low = f"{migration_id}~{found[-1]}~\x7f"  # past every partition of that table
+        """The tables a migration has journal rows or intents in, by name. In each storage table, one
+        single-entity query per journaled table: each skips past the whole key range of the table it
+        found (a skip scan, not a read of every row)."""
+        if _first_partition(self._legacy, migration_id, f"{migration_id}~") is not None:
+            raise JournalLayoutOutdated(migration_id)
+        storages = [*self._shards, self._intent_table]
+        with ThreadPoolExecutor(max_workers=len(storages)) as pool:  # round trips, side by side
+            return sorted(set().union(*pool.map(lambda storage: _tables_in(storage, migration_id), storages)))
 
     def _table_entries(self, migration_id: str, table: str) -> Iterator[JournalEntry]:
         # Ids announced by an unsettled intent; those that turn out to have a row of their own are dropped
@@ -379,16 +394,47 @@ class Journal:
         for intent in self._intents(migration_id, table):
             for entry in _Intent.of(intent).entries(migration_id, table):
                 announced.setdefault(entry.source_id, entry)  # twin deliveries may announce an id twice
-        # One query over the table's buckets (`~0` to `~:`: the digits, not the intents' `!`), pages of
-        # 1,000 in storage order: on Azurite every page is a scan of the whole table, so fewer is faster.
-        for entity in self._table.query_entities("PartitionKey ge @low and PartitionKey lt @high",
-                                                 parameters={"low": f"{migration_id}~{table}~0",
-                                                             "high": f"{migration_id}~{table}~:"},
-                                                 results_per_page=_PAGE):
-            entry = _entry_from(entity)
-            announced.pop(entry.source_id, None)
-            yield entry
+        # One query per shard over the table's buckets (`~0` to `~:`), pages of 1,000 in storage order:
+        # on Azurite every page is a scan of the whole shard, so fewer is faster.
+        for shard in self._shards:
+            for entity in shard.query_entities("PartitionKey ge @low and PartitionKey lt @high",
+                                               parameters={"low": f"{migration_id}~{table}~0",
+                                                           "high": f"{migration_id}~{table}~:"},
+                                               results_per_page=_PAGE):
+                entry = _entry_from(entity)
+                announced.pop(entry.source_id, None)
+                yield entry
         yield from announced.values()
+
+    def failures(self, migration_id: str) -> Iterator[dict]:
+        """`action` and `code` of every failed or quarantined row of a migration: a scan of the whole
+        journal (intents, which have no action, are not read)."""
+        for shard in self._shards:
+            yield from shard.query_entities(
+                "PartitionKey ge @low and PartitionKey lt @high and (action eq 'failed' or action eq 'quarantined')",
+                parameters={"low": f"{migration_id}~", "high": f"{migration_id}~\x7f"}, select=["code", "action"])
+
+
+def _tables_in(storage: TableClient, migration_id: str) -> set[str]:
+    """The journaled tables that have partitions of this migration in this storage table (a skip scan)."""
+    found: set[str] = set()
+    low = f"{migration_id}~"
+    while (partition := _first_partition(storage, migration_id, low)) is not None:
+        found.add(_table_of(partition))
+        low = f"{migration_id}~{_table_of(partition)}~\x7f"  # past every partition of that table
+    return found
+
+
+def _first_partition(storage: TableClient, migration_id: str, low: str) -> str | None:
+    """The first PartitionKey of a migration's rows from `low` on in this storage table (None if none or no
+    such table)."""
+    pages = storage.query_entities("PartitionKey ge @low and PartitionKey lt @high", select=["PartitionKey"],
+                                   parameters={"low": low, "high": f"{migration_id}~\x7f"}, results_per_page=1)
+    try:
+        first = next(iter(pages), None)
+    except ResourceNotFoundError:
+        return None
+    return None if first is None else first["PartitionKey"]
 
 
 class _Intent(BaseModel):

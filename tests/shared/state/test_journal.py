@@ -9,7 +9,7 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from shared.errors import JournalLayoutOutdated
-from shared.state.journal import Journal, JournalEntry, bucket
+from shared.state.journal import SHARDS, Journal, JournalEntry, bucket
 
 T = datetime(2026, 11, 30, tzinfo=UTC)
 
@@ -66,14 +66,7 @@ def test_origins_of_one_part_read_only_that_parts_key_range(storage_connection_s
     journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
     journal.record([_entry(str(i)) for i in range(1, 1201)])
     read: list[str] = []
-    query = journal._table.query_entities
-
-    def counting(*args, **kwargs):
-        for entity in query(*args, **kwargs):
-            read.append(entity["RowKey"])
-            yield entity
-
-    journal._table.query_entities = counting  # type: ignore[method-assign]
+    _count_queries(journal, read=read)
     part = [str(i) for i in range(95, 105)]  # crosses a digit boundary
     origins = journal.existing_origins("m-1", "patient", part)
     assert origins == {str(i): "created" for i in range(95, 105)}
@@ -94,13 +87,13 @@ def test_a_transaction_whose_connection_dropped_is_sent_again(storage_connection
     send = Journal._send_lean
     calls: list[int] = []
 
-    def flaky(self, operations):
+    def flaky(table, operations):
         calls.append(len(operations))
         if len(calls) in (1, 3):  # the first transaction's first try; another one's first try
             raise ServiceResponseError("Connection aborted.")
-        return send(self, operations)
+        return send(table, operations)
 
-    monkeypatch.setattr(Journal, "_send_lean", flaky)
+    monkeypatch.setattr(Journal, "_send_lean", staticmethod(flaky))
     journal.record([_entry(str(i)) for i in range(250)])  # three transactions, sent in parallel
     assert len(calls) == 5
     assert sorted(e.source_id for e in journal.entries("m-1", "patient")) == sorted(str(i) for i in range(250))
@@ -114,11 +107,26 @@ def test_two_entries_of_one_record_in_one_call_keep_the_last_instead_of_failing_
     assert set(entries) == {"7", "8"} and entries["7"].action == "failed"
 
 
-def _partitions(journal: Journal) -> dict[str, int]:
-    """Rows per PartitionKey, read from the table itself."""
-    counts: dict[str, int] = {}
-    for entity in journal._table.list_entities(select=["PartitionKey"]):  # noqa: SLF001 - the layout under test
-        counts[entity["PartitionKey"]] = counts.get(entity["PartitionKey"], 0) + 1
+def _count_queries(journal: Journal, read: list[str], queried: list[str] | None = None) -> None:
+    """Make every storage table of this journal note the RowKeys its queries return (and the partitions asked)."""
+    for storage in [*journal._shards, journal._intent_table]:  # noqa: SLF001 - the reads under test
+        def counting(*args, _query=storage.query_entities, **kwargs):
+            if queried is not None:
+                queried.append(kwargs["parameters"]["pk"])
+            for entity in _query(*args, **kwargs):
+                read.append(entity["RowKey"])
+                yield entity
+
+        storage.query_entities = counting  # type: ignore[method-assign]
+
+
+def _partitions(journal: Journal) -> dict[tuple[str, str], int]:
+    """Rows per (storage table, PartitionKey), read from the tables themselves."""
+    counts: dict[tuple[str, str], int] = {}
+    for storage in journal._shards:  # noqa: SLF001 - the layout under test
+        for entity in storage.list_entities(select=["PartitionKey"]):
+            key = (storage.table_name, entity["PartitionKey"])
+            counts[key] = counts.get(key, 0) + 1
     return counts
 
 
@@ -131,6 +139,9 @@ def test_a_large_map_is_spread_over_partitions_and_read_back_whole(
     partitions = _partitions(journal)
     assert sum(partitions.values()) == 20_000
     assert len(partitions) >= 8 and max(partitions.values()) <= 20_000 // 4, partitions
+    assert len({storage for storage, _ in partitions}) == SHARDS, "the buckets are spread over the shards"
+    assert all(storage.endswith(f"{int(p.rsplit('~', 1)[1]) % SHARDS:02d}") for storage, p in partitions), \
+        "each bucket in its own shard"
     read = [e.source_id for e in journal.entries("m-1", "patient")]
     assert len(read) == 20_000 and sorted(read, key=int) == ids, "every row once, from every bucket"
 
@@ -141,15 +152,7 @@ def test_a_part_of_consecutive_ids_reads_only_its_own_rows_from_a_few_partitions
     journal.record([_entry(str(i)) for i in range(1, 12_001)])
     queried: list[str] = []
     read: list[str] = []
-    query = journal._table.query_entities
-
-    def counting(*args, **kwargs):
-        queried.append(kwargs["parameters"]["pk"])
-        for entity in query(*args, **kwargs):
-            read.append(entity["RowKey"])
-            yield entity
-
-    journal._table.query_entities = counting  # type: ignore[method-assign]
+    _count_queries(journal, read=read, queried=queried)
     part = [str(i) for i in range(1_995, 7_005)]  # in seven blocks of a thousand ids (1xxx to 7xxx)
     assert journal.existing_origins("m-1", "patient", part) == {sid: "created" for sid in part}
     assert len(read) == len(part), "no row outside the part"
@@ -187,7 +190,7 @@ def test_small_tables_whose_names_share_a_prefix_are_each_read_whole(
 def test_the_bucket_of_an_id_never_changes():
     # The bucket is part of the stored key: a release that moved ids to other buckets would make a re-run
     # miss every row journaled before it (and a rollback keep what the migration created).
-    assert (bucket("7"), bucket("12345"), bucket("12999"), bucket("13000"), bucket("P-1|2")) == (0, 13, 13, 27, 30)
+    assert (bucket("7"), bucket("12345"), bucket("12999"), bucket("13000"), bucket("P-1|2")) == (0, 205, 205, 91, 222)
 
 
 def test_entries_of_some_rows_read_those_rows_with_their_intents(storage_connection_string: str, unique_name: str):
@@ -201,12 +204,16 @@ def test_entries_of_some_rows_read_those_rows_with_their_intents(storage_connect
     assert journal.entries_of("m-1", "patient", []) == {}
 
 
-def test_a_journal_in_the_layout_before_the_buckets_is_refused_not_read_as_empty(
-        storage_connection_string: str, unique_name: str):
-    journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
-    journal._table.upsert_entity({"PartitionKey": "m-1~patient", "RowKey": "0001-1", "action": "created"})  # noqa: SLF001
+@pytest.mark.parametrize("partition", ["m-1~patient", "m-1~patient~07"], ids=["one partition", "64 buckets"])
+def test_a_journal_in_an_earlier_single_table_layout_is_refused_not_read_as_empty(
+        storage_connection_string: str, unique_name: str, partition: str):
+    service = TableServiceClient.from_connection_string(storage_connection_string)
+    legacy = service.create_table_if_not_exists(f"{unique_name}journal")
+    legacy.upsert_entity({"PartitionKey": partition, "RowKey": "0001-1", "action": "created"})
+    journal = Journal(service, unique_name)
     with pytest.raises(JournalLayoutOutdated, match="m-1"):
         list(journal.entries("m-1"))
+    assert journal.tables("m-2") == [], "another migration's journal is not refused for it"
 
 
 ENTRY_BYTES = 600

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from azure.data.tables import TableServiceClient
+from azure.data.tables import TableClient, TableServiceClient
 
 from shared.state.journal import WRITE_IN_PROGRESS, Journal, JournalEntry
 
@@ -82,17 +82,17 @@ def test_the_lean_transaction_stores_what_the_sdk_would(storage_connection_strin
     sent: list[bool] = []
     lean = Journal._send_lean
 
-    def spy(self: Journal, operations: list) -> bool:
-        sent.append(lean(self, operations))
+    def spy(table: TableClient, operations: list) -> bool:
+        sent.append(lean(table, operations))
         return sent[-1]
 
-    monkeypatch.setattr(Journal, "_send_lean", spy)
+    monkeypatch.setattr(Journal, "_send_lean", staticmethod(spy))
     odd = ["12|1", "a/b", "c#d", "e?f", "g\\h", "it's", "é~%20"]
     entries = [_entry(sid) for sid in odd] + [_entry(str(n)) for n in range(150)]
     journal.record(entries)
     assert sent and all(sent), "every transaction went the lean way"
     by_sdk = _journal(storage_connection_string, unique_name + "sdk")
-    monkeypatch.setattr(Journal, "_send_lean", lambda self, operations: False)
+    monkeypatch.setattr(Journal, "_send_lean", staticmethod(lambda table, operations: False))
     by_sdk.record(entries)
     assert list(journal.entries("m-1")) == list(by_sdk.entries("m-1"))
 

@@ -72,9 +72,9 @@ async def _forget(rt: Runtime, migration: Migration, rows: dict[str, str], targe
         assert info is not None
         for target_id in rows.values():
             await client.request("DELETE", f"{info.entity_set_name}({target_id})")
-    table = rt.journal._table  # noqa: SLF001 - the test removes rows the API never deletes
-    for source_id in rows:
-        table.delete_entity(Journal.partition(migration.migration_id, MAP, source_id), row_key(source_id))
+    for source_id in rows:  # the test removes rows the API never deletes
+        partition = Journal.partition(migration.migration_id, MAP, source_id)
+        rt.journal._table_of_partition(partition).delete_entity(partition, row_key(source_id))  # noqa: SLF001
 
 
 def test_a_batch_stopped_between_its_write_and_its_journal_leaves_its_records_created(
