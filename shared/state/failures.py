@@ -117,7 +117,7 @@ def progress_errors(rows: Iterable[StageProgress]) -> dict[str, int] | None:
 
 
 def journal_errors_by_code(rt: Runtime, migration_id: str) -> dict[str, int]:
-    """The journal scan: every row of the migration, failed or quarantined, by code. Its cost grows with the journal (8.5 s to 159 s at ~100,000 rows on
-    Azurite): tests, audits and legacy rows only."""
+    """The journal scan: every row of the migration, failed or quarantined, by code. Its cost grows with
+    the journal (8.5 s to 159 s at ~100,000 rows on Azurite): tests, audits and legacy rows only."""
     counts = Counter(code_of(row["action"], row.get("code")) for row in rt.journal.failures(migration_id))
     return dict(sorted(counts.items()))
