@@ -175,10 +175,14 @@ class Journal:
         # SDK without them gets its own transactions, slower but the same.
         self._lean = all(hasattr(self._intent_table, name) for name in ("_client", "_primary_hostname", "scheme"))
 
+    def _shard(self, bucket_number: int) -> TableClient:
+        """The table a bucket's partition lives in."""
+        return self._shards[bucket_number % SHARDS]
+
     def _table_of_partition(self, partition: str) -> TableClient:
         """The table a partition lives in: its bucket's shard, or the intents' table."""
         number = partition.rsplit("~", 1)[1]
-        return self._intent_table if number == "!" else self._shards[int(number) % SHARDS]
+        return self._intent_table if number == "!" else self._shard(int(number))
 
     @staticmethod
     def partition(migration_id: str, table: str, source_id: str) -> str:
@@ -201,7 +205,7 @@ class Journal:
         for number, bucket_keys in sorted(by_bucket.items()):
             parameters = {"pk": _bucket_partition(migration_id, table, number),
                           "low": min(bucket_keys), "high": max(bucket_keys)}
-            for entity in self._shards[number % SHARDS].query_entities(
+            for entity in self._shard(number).query_entities(
                     query, parameters=parameters, select=None if select is None else ["RowKey", *select]):
                 source_id = keys.get(entity["RowKey"])
                 if source_id is not None:

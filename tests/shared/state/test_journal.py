@@ -141,7 +141,7 @@ def test_a_large_map_is_spread_over_partitions_and_read_back_whole(
     assert len(partitions) >= 8 and max(partitions.values()) <= 20_000 // 4, partitions
     assert len({storage for storage, _ in partitions}) == SHARDS, "the buckets are spread over the shards"
     assert all(storage.endswith(f"{int(p.rsplit('~', 1)[1]) % SHARDS:02d}") for storage, p in partitions), \
-        "each bucket in its own shard"
+        "each bucket in the shard its number gives"
     read = [e.source_id for e in journal.entries("m-1", "patient")]
     assert len(read) == 20_000 and sorted(read, key=int) == ids, "every row once, from every bucket"
 
