@@ -74,23 +74,23 @@ def _item_out(store: Store, d: dict[str, Any], item: dict[str, Any]) -> dict[str
         out["parentReference"] = {"driveId": d["id"], "driveType": "documentLibrary", "id": item["parent"],
                                   "path": f"/drives/{d['id']}/root:" + (f"/{parent_path}" if parent_path else "")}
     if item["folder"]:
-        out["folder"] = {"childCount": sum(1 for i in d["items"].values() if i["parent"] == item["id"])}
+        out["folder"] = {"childCount": len(store.folder(d["id"], item["id"]))}
     else:
         out["file"] = {"mimeType": item.get("mime") or "application/octet-stream",
                        "hashes": {"sha256Hash": (item.get("sha256") or "").upper()}}
     return out
 
 
-def _child(d: dict[str, Any], parent_id: str, name: str) -> dict[str, Any] | None:
-    low = name.lower()
-    return next((i for i in d["items"].values() if i["parent"] == parent_id and i["name"].lower() == low), None)
+def _child(store: Store, d: dict[str, Any], parent_id: str, name: str) -> dict[str, Any] | None:
+    item_id = store.folder(d["id"], parent_id).get(name.lower())
+    return None if item_id is None else d["items"][item_id]
 
 
 def _resolve_path(d: dict[str, Any], base_id: str, path: str, create_folders: bool, store: Store) -> str:
     cur = base_id
     names = [p for p in path.split("/") if p]
     for i, name in enumerate(names):
-        nxt = _child(d, cur, name)
+        nxt = _child(store, d, cur, name)
         if nxt is None:
             if not create_folders:
                 raise _not_found()
@@ -107,6 +107,7 @@ def _new_item(store: Store, d: dict[str, Any], parent: str, name: str, folder: b
     item = {"id": item_id, "name": name, "parent": parent, "folder": folder, "size": 0, "sha256": None,
             "created": _now(), "modified": _now(), "mime": None}
     d["items"][item_id] = item
+    store.add_to_folder(d["id"], item)
     store.dirty = True
     return item
 
@@ -118,20 +119,22 @@ def _check_name(name: str) -> None:
 
 
 def _delete_tree(store: Store, d: dict[str, Any], item_id: str) -> None:
-    for child in [i["id"] for i in d["items"].values() if i["parent"] == item_id]:
+    for child in list(store.folder(d["id"], item_id).values()):
         _delete_tree(store, d, child)
-    d["items"].pop(item_id, None)
+    item = d["items"].pop(item_id, None)
+    if item is not None:
+        store.remove_from_folder(d["id"], item)
     store.blobs.pop(item_id, None)
 
 
-def _rename(d: dict[str, Any], parent: str, name: str) -> str:
+def _rename(store: Store, d: dict[str, Any], parent: str, name: str) -> str:
     stem, dot, ext = name.rpartition(".")
     if not dot or not stem:
         stem, ext = name, ""
     n = 1
     while True:
         candidate = f"{stem} {n}" + (f".{ext}" if ext else "")
-        if _child(d, parent, candidate) is None:
+        if _child(store, d, parent, candidate) is None:
             return candidate
         n += 1
 
@@ -141,13 +144,13 @@ def _place(store: Store, d: dict[str, Any], parent: str, name: str, behavior: st
     """Apply conflict behaviour; returns (item, created_new)."""
     if behavior not in ("fail", "replace", "rename"):
         raise graph_error(400, "invalidRequest", "conflictBehavior must be fail, replace or rename.")
-    existing = _child(d, parent, name)
+    existing = _child(store, d, parent, name)
     if existing is None:
         return _new_item(store, d, parent, name, folder), True
     if behavior == "fail":
         raise graph_error(409, "nameAlreadyExists", "The specified item name already exists.")
     if behavior == "rename":
-        return _new_item(store, d, parent, _rename(d, parent, name), folder), True
+        return _new_item(store, d, parent, _rename(store, d, parent, name), folder), True
     if existing["folder"] != folder or folder:
         _delete_tree(store, d, existing["id"])
         return _new_item(store, d, parent, name, folder), True
@@ -232,8 +235,8 @@ def _item_call(store: Store, req: ApiRequest, d: dict[str, Any], base: str, rel_
         if not item["folder"]:
             raise graph_error(400, "invalidRequest", "Children exist only under folders.")
         if req.method == "GET":
-            kids = sorted((i for i in d["items"].values() if i["parent"] == item_id), key=lambda i: i["name"].lower())
-            return ApiResponse.of_json(200, {"value": [_item_out(store, d, i) for i in kids]})
+            kids = sorted(store.folder(d["id"], item_id).items())
+            return ApiResponse.of_json(200, {"value": [_item_out(store, d, d["items"][i]) for _, i in kids]})
         if req.method == "POST":
             body = req.json()
             if not isinstance(body, dict) or not isinstance(body.get("name"), str):

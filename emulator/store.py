@@ -89,6 +89,7 @@ class Store:
         self._undo: list[tuple[str, str, dict[str, Any] | None]] | None = None
         self._marks: list[int] = []
         self._key_index: dict[tuple[str, str], dict[tuple[Any, ...], str]] = {}
+        self._folders: dict[tuple[str, str], dict[str, str]] = {}
         self.dirty = False
         self.rebuild_indexes()
 
@@ -240,6 +241,25 @@ class Store:
         for table in self.entities:
             for rid, row in self.rows(table).items():
                 self._index(table, rid, row)
+        self._folders = {}
+        for drive in self.state["graph"]["drives"].values():
+            for item in drive["items"].values():
+                if item["parent"] is not None:
+                    self.add_to_folder(drive["id"], item)
+
+    # ---------- SharePoint folders ----------
+    # Which item a folder holds under a name, derived from the drive's items like the key indexes: a scan of
+    # every item per path segment made a practice's upload quadratic in its files (bench/README.md).
+    def folder(self, drive_id: str, folder_id: str) -> dict[str, str]:
+        """A folder's items: lower-cased name (SharePoint names ignore case) -> item id. Read only."""
+        return self._folders.get((drive_id, folder_id), {})
+
+    def add_to_folder(self, drive_id: str, item: dict[str, Any]) -> None:
+        self._folders.setdefault((drive_id, item["parent"]), {})[item["name"].lower()] = item["id"]
+
+    def remove_from_folder(self, drive_id: str, item: dict[str, Any]) -> None:
+        self._folders.get((drive_id, item["parent"]), {}).pop(item["name"].lower(), None)
+        self._folders.pop((drive_id, item["id"]), None)
 
     # ---------- snapshots, dump, persistence ----------
     def reset(self) -> None:

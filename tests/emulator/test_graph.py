@@ -53,6 +53,26 @@ def test_folder_conflict_behaviours(graph: httpx.Client) -> None:
     assert graph.post(f"drives/{drive}/root/children", json={"name": "a:b", "folder": {}}).status_code == 400
 
 
+def test_paths_follow_deletes_and_restores_and_ignore_case(emu: RunningEmulator, graph: httpx.Client) -> None:
+    # Path lookups go through the emulator's folder index, derived from the items: it must follow every change.
+    drive = _drive(graph)
+    folder = ok(graph.post(f"drives/{drive}/root/children", json={"name": "P_7", "folder": {}}), 201).json()
+    ok(graph.put(f"drives/{drive}/root:/P_7/Scan.PDF:/content", content=b"one"), 201)
+    assert ok(graph.get(f"drives/{drive}/root:/p_7/scan.pdf:")).json()["size"] == 3
+    assert ok(graph.get(f"drives/{drive}/items/{folder['id']}")).json()["folder"] == {"childCount": 1}
+    ok(graph.delete(f"drives/{drive}/items/{folder['id']}"), 204)
+    assert graph.get(f"drives/{drive}/root:/P_7/Scan.PDF:").status_code == 404
+    again = ok(graph.post(f"drives/{drive}/root/children",
+                          json={"name": "P_7", "folder": {}, "@microsoft.graph.conflictBehavior": "fail"}), 201).json()
+    assert again["folder"] == {"childCount": 0}
+    snap = emu.snapshot()
+    ok(graph.put(f"drives/{drive}/root:/P_7/later.pdf:/content", content=b"two"), 201)
+    emu.restore(snap)
+    assert graph.get(f"drives/{drive}/root:/P_7/later.pdf:").status_code == 404
+    assert ok(graph.get(f"drives/{drive}/root:/P_7:")).json()["id"] == again["id"]
+    ok(graph.put(f"drives/{drive}/root:/P_7/later.pdf:/content", content=b"three"), 201)
+
+
 def test_simple_upload_201_then_200_and_conflict_query(graph: httpx.Client) -> None:
     drive = _drive(graph)
     folder = ok(graph.post(f"drives/{drive}/root/children", json={"name": "P_1", "folder": {}}), 201).json()["id"]
