@@ -237,3 +237,26 @@ def test_an_entry_is_small_and_still_validated() -> None:
     with pytest.raises(ValueError, match="colour"):
         JournalEntry(migration_id="m-1", table="t", source_id="1", action="created", batch="b",  # type: ignore[call-arg]
                      at=datetime.now(UTC), colour="red")
+
+
+def test_rows_read_as_new_go_as_inserts_and_one_written_meanwhile_is_replaced_not_lost(
+        storage_connection_string: str, unique_name: str, monkeypatch: pytest.MonkeyPatch):
+    journal = Journal(TableServiceClient.from_connection_string(storage_connection_string), unique_name)
+    sent: list[tuple[list[str], bool]] = []
+    send = Journal._send_lean
+
+    def spy(table, operations):  # noqa: ANN001 - the staticmethod's own signature
+        applied = send(table, operations)
+        sent.append(([kind for kind, *_ in operations], applied))
+        return applied
+
+    monkeypatch.setattr(Journal, "_send_lean", staticmethod(spy))
+    journal.record([_entry("1"), _entry("2")], new={"1", "2"})
+    assert sent == [(["create", "create"], True)], "rows read as new are inserted"
+    # A duplicate delivery read the same ids as new, and the first delivery journaled them meanwhile.
+    sent.clear()
+    journal.record([_entry("1", action="updated"), _entry("2", action="failed", origin="none")], new={"1", "2"})
+    assert sent == [(["create", "create"], False), (["upsert", "upsert"], True)], \
+        "the refused inserts are sent again as upserts"
+    rows = {e.source_id: (e.action, e.origin) for e in journal.entries("m-1", "patient")}
+    assert rows == {"1": ("updated", "created"), "2": ("failed", "none")}, "the later write wins, as with upserts"

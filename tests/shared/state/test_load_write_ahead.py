@@ -89,7 +89,7 @@ def test_a_batch_stopped_between_its_write_and_its_journal_leaves_its_records_cr
     asyncio.run(_forget(rt, migration, {sid: str(e.target_id) for sid, e in first.items()}, target_table))
     assert not set(first) & {e.source_id for e in rt.journal.entries(loaded.migration_id, MAP)}
 
-    def stopped(entries: Any) -> None:
+    def stopped(entries: Any, new: Any = ()) -> None:
         raise RuntimeError("host stopped")  # the write went out; the journal of its outcome never did
 
     monkeypatch.setattr(rt.journal, "record", stopped)
