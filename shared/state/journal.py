@@ -313,8 +313,9 @@ class Journal:
 
     def _submit(self, operations: list) -> None:
         # A dropped connection (a pooled keep-alive connection the server had closed, a storage hiccup)
-        # must not fail a load batch of thousands of rows: the transaction is upserts, so sending it
-        # again is harmless. The SDK does not retry a POST whose response was lost.
+        # must not fail a load batch of thousands of rows: the transaction is upserts (or inserts, which a
+        # row already there turns into upserts), so sending it again is harmless. The SDK does not retry a
+        # POST whose response was lost.
         table = self._table_of_partition(operations[0][1]["PartitionKey"])  # one partition per transaction
         inserts = any(kind == "create" for kind, *_ in operations)
         upserts = [("upsert", *rest) for _, *rest in operations] if inserts else operations
@@ -347,10 +348,11 @@ class Journal:
 
         The SDK builds and parses a transaction's multipart body through the `email` package: the
         benchmark's profile showed that as half of the host's CPU during a load. The body here is the
-        same wire format (Table service `$batch`: one changeset of PUT upserts or DELETEs, keys quoted as
-        the SDK quotes them), sent through the table client's own pipeline (auth, retries, transport).
-        Anything but a 2xx for every operation is False: the caller sends the same operations through the
-        SDK, which raises its typed errors (upserts and a delete-if-present are safe to send twice)."""
+        same wire format (Table service `$batch`: one changeset of PUT upserts, POST inserts or DELETEs, keys
+        quoted as the SDK quotes them), sent through the table client's own pipeline (auth, retries,
+        transport). Anything but a 2xx for every operation is False: the caller sends the operations again,
+        inserts as upserts, and then through the SDK, which raises its typed errors (upserts and a
+        delete-if-present are safe to send twice)."""
         base = f"{table.scheme}://{table._primary_hostname}"  # noqa: SLF001 - the SDK's own base URL
         changeset, batch = f"changeset_{uuid.uuid4()}", f"batch_{uuid.uuid4()}"
         parts: list[bytes] = []
