@@ -2,7 +2,8 @@
 
 State is one JSON-able dict so that dump, snapshot, restore and persistence are plain copies. Rows are dicts of
 logical column name -> value; a lookup value is `{"id": guid, "table": logical name}`. Alternate-key indexes are
-derived data, rebuilt after every restore, and only kept for keys whose index is Active.
+derived data, rebuilt after every restore, and only kept for keys whose index is Active; so is the index of
+SharePoint folders (a folder's items by name).
 """
 
 from __future__ import annotations
