@@ -366,11 +366,10 @@ class Journal:
                     return False  # typed properties (Edm annotations) are the SDK's job: none of ours have them
                 body = json.dumps(entity).encode()
                 # REPLACE: PUT without If-Match is insert-or-replace; an insert is a POST to the table.
-                request = (f"PUT {address}" if kind == "upsert"
-                           else f"POST {base}/{table.table_name}")
-                prefer = "" if kind == "upsert" else "Prefer: return-no-content\r\n"
-                parts.append(f"{head}{request} HTTP/1.1\r\nContent-Type: application/json\r\n"
-                             f"Content-Length: {len(body)}\r\nx-ms-version: {table.api_version}\r\n{prefer}"
+                request = (f"PUT {address} HTTP/1.1\r\n" if kind == "upsert" else
+                           f"POST {base}/{table.table_name} HTTP/1.1\r\nPrefer: return-no-content\r\n")
+                parts.append(f"{head}{request}Content-Type: application/json\r\n"
+                             f"Content-Length: {len(body)}\r\nx-ms-version: {table.api_version}\r\n"
                              "DataServiceVersion: 3.0\r\nAccept: application/json\r\n\r\n".encode() + body + b"\r\n")
             else:
                 parts.append(f"{head}DELETE {address} HTTP/1.1\r\nx-ms-version: {table.api_version}\r\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from azure.data.tables import TableClient, TableServiceClient
 
 from shared.state.journal import WRITE_IN_PROGRESS, Journal, JournalEntry
@@ -76,8 +77,9 @@ def test_many_long_ids_split_over_entities_and_round_trip(storage_connection_str
     assert list(journal.entries("m-1", "patient")) == []
 
 
+@pytest.mark.parametrize("as_inserts", [False, True], ids=["upserts", "inserts"])
 def test_the_lean_transaction_stores_what_the_sdk_would(storage_connection_string: str, unique_name: str,
-                                                        monkeypatch):
+                                                        monkeypatch, as_inserts: bool):
     journal = _journal(storage_connection_string, unique_name)
     sent: list[bool] = []
     lean = Journal._send_lean
@@ -89,7 +91,7 @@ def test_the_lean_transaction_stores_what_the_sdk_would(storage_connection_strin
     monkeypatch.setattr(Journal, "_send_lean", staticmethod(spy))
     odd = ["12|1", "a/b", "c#d", "e?f", "g\\h", "it's", "é~%20"]
     entries = [_entry(sid) for sid in odd] + [_entry(str(n)) for n in range(150)]
-    journal.record(entries)
+    journal.record(entries, new={e.source_id for e in entries} if as_inserts else ())
     assert sent and all(sent), "every transaction went the lean way"
     by_sdk = _journal(storage_connection_string, unique_name + "sdk")
     monkeypatch.setattr(Journal, "_send_lean", staticmethod(lambda table, operations: False))
