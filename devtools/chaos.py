@@ -162,9 +162,12 @@ def migrate(stack: LocalStack, bundle: Path, timeout: float = 600, sample_patien
 APPROVAL_SHARES = {"/mapping/approve": 0.2, "/schema-plan/approve": 0.35, "/sample/approve": 0.5}
 """Share of the minimum kills that must have happened before each approval is given: the rest fall
 on the full load and what follows it."""
-NO_SAMPLE_SHARES = {**APPROVAL_SHARES, "/schema-plan/approve": 0.6}
+NO_SAMPLE_SHARES = {**APPROVAL_SHARES, "/schema-plan/approve": 0.8}
 """Without a sample stage the schema approval is the last hold: the full load of a small practice is
-over in seconds, so more of the kills must happen before it (discovery, planning, the waits)."""
+over in seconds, so more of the kills must happen before it (discovery, planning, the waits). At 0.6 the
+build, load and attachments of the CI run (20 patients) had room for only 3 kills once the journal's
+inserts made the load faster (9 in all, against the 10 required); the kills after the hold still fall
+on the build and the load, up to `max_kills`."""
 
 
 class ChaosStack(LocalStack):
