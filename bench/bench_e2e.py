@@ -111,6 +111,7 @@ def summarize_e2e(r: E2EResult, cfg: EmulatorConfig) -> dict[str, Any]:
         "host_peak_rss_mb_after_stage": r.peak_rss_mb_after_stage,
         **({"host_traced_heap": r.host_traced} if r.host_traced else {}),
         "host_heap_by_stage_mib": r.host_heap_by_stage,
+        "host_live_and_garbage_by_stage_mib": r.host_collected_by_stage,
         "host_cpu_seconds_per_1000_records": round(r.host_cpu_seconds_load * 1000 / r.records, 3),
         "emulator_cpu_seconds_per_1000_records": round(r.emulator_cpu_seconds_load * 1000 / r.records, 3),
         "storage_cpu_seconds_per_1000_records": round(r.storage_cpu_seconds_load * 1000 / r.records, 3),
@@ -203,6 +204,10 @@ def print_e2e(label: str, s: dict[str, Any]) -> None:
     if s.get("host_heap_by_stage_mib"):
         stage, heap = max(s["host_heap_by_stage_mib"].items(), key=lambda kv: kv[1].get("rss", 0))
         rows.append(("host memory at its largest", describe_heap(heap) + f" (in {stage}; MiB)"))
+    if s.get("host_live_and_garbage_by_stage_mib"):
+        rows.append(("host Python objects: live + garbage", ", ".join(
+            f"{k} {v['py_live']:,.0f} + {v['py_garbage']:,.0f}" for k, v in s["host_live_and_garbage_by_stage_mib"].items()
+            if "py_live" in v) + " MiB (the sample with the most objects per stage, every 30 s)"))
     if "host_traced_heap" in s:
         heap = s["host_traced_heap"]
         rows.append(("host traced heap, largest sample", f"{heap['traced_kib'] / 1024:,.1f} MiB (traced peak "

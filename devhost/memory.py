@@ -23,6 +23,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import functools
+import gc
 import logging
 import os
 import sys
@@ -117,7 +118,7 @@ class _MallInfo2(ctypes.Structure):
                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-def heap_breakdown() -> dict[str, float]:
+def heap_breakdown(collect: bool = False) -> dict[str, float]:
     """The process's resident memory split by who holds it, in MiB; sizes only, never contents.
 
     - `rss`, `hwm`: resident now and at most (/proc/self/status);
@@ -125,16 +126,22 @@ def heap_breakdown() -> dict[str, float]:
       `py_used` in live blocks, `py_free` free blocks and pools inside those arenas (a 1 MiB arena goes back
       to the system only when all of it is free, so this is fragmentation);
     - `c_*`: glibc malloc (larger objects, C extensions): `c_used` in use, `c_free` freed but kept;
-    - `rest`: what neither explains (code, libraries, thread stacks, untouched pages).
+    - `rest`: what neither explains (code, libraries, thread stacks, untouched pages);
+    - with `collect`: `py_live`, what `py_used` is once the copy has run a full garbage collection, and
+      `py_garbage`, the difference: unreachable cycles the host's collector has not reached yet (its young
+      threshold is high, shared/gc_tuning.py, and a full collection waits for the old generation to grow
+      by a quarter). The host itself collects nothing.
 
     Cheap enough to poll every few seconds: no tracing. pymalloc's own figures come from
     `sys._debugmallocstats`, which prints to the C stderr; a forked child (a copy-on-write snapshot of this
     heap) prints them into a pipe, so the host's own stderr is never redirected."""
     status = _proc_status()
     out = {"rss": status.get("VmRSS", 0.0), "hwm": status.get("VmHWM", 0.0)}
-    py = _pymalloc_stats()
+    py = _pymalloc_stats(collect)
     if py:
         out |= {"py_arenas": py["arenas"], "py_used": py["used"], "py_free": py["arenas"] - py["used"]}
+        if "live" in py:
+            out |= {"py_live": py["live"], "py_garbage": py["used"] - py["live"]}
     libc = _libc()
     if libc is not None and hasattr(libc, "mallinfo2"):
         libc.mallinfo2.restype = _MallInfo2
@@ -155,8 +162,9 @@ def _proc_status() -> dict[str, float]:
             if name in ("VmRSS", "VmHWM")}
 
 
-def _pymalloc_stats() -> dict[str, float]:
-    """pymalloc's mapped arenas and bytes in allocated blocks, in MiB (empty where fork is not available)."""
+def _pymalloc_stats(collect: bool = False) -> dict[str, float]:
+    """pymalloc's mapped arenas and bytes in allocated blocks, in MiB (empty where fork is not available);
+    with `collect`, also the bytes in allocated blocks after a full collection in the child (`live`)."""
     if not hasattr(os, "fork"):
         return {}
     read_end, write_end = os.pipe()
@@ -165,6 +173,13 @@ def _pymalloc_stats() -> dict[str, float]:
         try:
             os.dup2(write_end, 2)
             sys._debugmallocstats()
+            if collect:
+                # Finalizers of the copy's garbage run here, in the child: keep them off the host's log.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+                logging.disable(logging.CRITICAL)
+                gc.collect()
+                os.write(2, b"# after a full collection\n")
+                sys._debugmallocstats()
         finally:
             os._exit(0)
     os.close(write_end)
@@ -172,10 +187,13 @@ def _pymalloc_stats() -> dict[str, float]:
         text = pipe.read().decode("ascii", "replace")
     os.waitpid(pid, 0)
     figures = {}
+    used = "used"
     for line in text.splitlines():
         label, _, value = line.partition("=")
-        if "bytes/arena" in label:
+        if line.startswith("# after a full collection"):
+            used = "live"
+        elif "bytes/arena" in label and used == "used":
             figures["arenas"] = int(value.replace(",", "")) / _MIB
         elif label.strip() == "# bytes in allocated blocks":
-            figures["used"] = int(value.replace(",", "")) / _MIB
-    return figures if len(figures) == 2 else {}
+            figures[used] = int(value.replace(",", "")) / _MIB
+    return figures if "arenas" in figures and "used" in figures else {}

@@ -11,7 +11,7 @@ Routes:
     /admin/devhost/idle?timeout=s           wait until nothing is runnable (admin key)
     /admin/devhost/memory?top=n             where the host's memory grew since the previous call, by source
                                             line (needs PYTHONTRACEMALLOC set for the host; admin key)
-    /admin/devhost/heap                     what the host's resident memory is made of now: Python objects,
+    /admin/devhost/heap[?collect=1]         what the host's resident memory is made of now: Python objects,
                                             pymalloc's free space, the C heap (no tracing; admin key)
 """
 
@@ -321,10 +321,12 @@ class LocalHost:
                                "count_diff": getattr(s, "count_diff", s.count)} for s in stats[:top]]})
 
     async def _heap_breakdown(self, request: web.Request) -> web.Response:
-        """devhost/memory.py's `heap_breakdown`, in MiB (off the event loop: it forks to read pymalloc)."""
+        """devhost/memory.py's `heap_breakdown`, in MiB (off the event loop: it forks to read pymalloc);
+        `?collect=1` adds what is live after a full collection, run in the forked copy only."""
         if not self.has_key(request):
             return web.Response(status=401)
-        return _json(await asyncio.to_thread(heap_breakdown))
+        collect = request.query.get("collect", "") in ("1", "true")
+        return _json(await asyncio.to_thread(heap_breakdown, collect))
 
     def _timers_idle(self) -> bool:
         now = self.hub.clock.now()

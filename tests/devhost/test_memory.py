@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
@@ -126,6 +127,27 @@ def test_heap_breakdown_sees_large_buffers_in_the_c_heap() -> None:
     assert during["py_used"] - before["py_used"] < 5
 
 
+def test_heap_breakdown_tells_uncollected_cycles_from_live_objects_without_collecting_them() -> None:
+    class Node:
+        pass
+
+    gc.disable()  # as in a host between full collections: these cycles stay allocated
+    try:
+        live = [(n, str(n)) for n in range(200_000)]  # ~20 MiB reachable
+        for n in range(200_000):  # ~25 MiB of unreachable cycles
+            node = Node()
+            node.me, node.payload = node, [n] * 4
+        del node
+        heap = memory.heap_breakdown(collect=True)
+        assert heap["py_garbage"] > 15, "the cycles are counted as garbage"
+        assert heap["py_live"] > 15, "the reachable tuples are counted as live"
+        assert heap["py_live"] + heap["py_garbage"] == pytest.approx(heap["py_used"], abs=0.2)
+        assert gc.collect() >= 200_000, "the collection ran in the forked copy, not here"
+        assert len(live) == 200_000
+    finally:
+        gc.enable()
+
+
 def test_heap_endpoint_answers_with_the_admin_key_only(storage_connection_string: str, tmp_path: Path) -> None:
     from devhost.testing import run_host
     from tests.devhost.conftest import SAMPLE_APP
@@ -133,7 +155,10 @@ def test_heap_endpoint_answers_with_the_admin_key_only(storage_connection_string
     hub = "h" + uuid.uuid4().hex[:10]
     with run_host(SAMPLE_APP, storage_connection_string, hub, log_path=tmp_path / "host.log") as host:
         heap = host.http().get("/admin/devhost/heap").json()
+        collected = host.http().get("/admin/devhost/heap", params={"collect": "1"}).json()
         anonymous = httpx.get(f"{host.url}/admin/devhost/heap")
     assert anonymous.status_code == 401
+    assert "py_live" not in heap and 0 < collected["py_live"] <= collected["py_used"]
+    assert collected["py_garbage"] >= 0
     assert set(heap) >= {"rss", "hwm", "py_arenas", "py_used", "py_free", "c_used", "c_free", "rest"}
     assert 0 < heap["py_used"] <= heap["py_arenas"] < heap["rss"]
