@@ -24,11 +24,13 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("devhost.memory")
 
@@ -118,7 +120,7 @@ class _MallInfo2(ctypes.Structure):
                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-def heap_breakdown(collect: bool = False) -> dict[str, float]:
+def heap_breakdown(collect: bool = False) -> dict[str, Any]:
     """The process's resident memory split by who holds it, in MiB; sizes only, never contents.
 
     - `rss`, `hwm`: resident now and at most (/proc/self/status);
@@ -130,7 +132,8 @@ def heap_breakdown(collect: bool = False) -> dict[str, float]:
     - with `collect`: `py_live`, what `py_used` is once the copy has run a full garbage collection, and
       `py_garbage`, the difference: unreachable cycles the host's collector has not reached yet (its young
       threshold is high, shared/gc_tuning.py, and a full collection waits for the old generation to grow
-      by a quarter). The host itself collects nothing.
+      by a quarter), and `garbage_types`, the garbage's most common types ([name, objects, KiB], shallow
+      sizes). The host itself collects nothing.
 
     Cheap enough to poll every few seconds: no tracing. pymalloc's own figures come from
     `sys._debugmallocstats`, which prints to the C stderr; a forked child (a copy-on-write snapshot of this
@@ -138,6 +141,7 @@ def heap_breakdown(collect: bool = False) -> dict[str, float]:
     status = _proc_status()
     out = {"rss": status.get("VmRSS", 0.0), "hwm": status.get("VmHWM", 0.0)}
     py = _pymalloc_stats(collect)
+    garbage_types = py.pop("garbage_types", None)
     if py:
         out |= {"py_arenas": py["arenas"], "py_used": py["used"], "py_free": py["arenas"] - py["used"]}
         if "live" in py:
@@ -149,7 +153,22 @@ def heap_breakdown(collect: bool = False) -> dict[str, float]:
         out |= {"c_used": (info.uordblks + info.hblkhd) / _MIB, "c_free": info.fordblks / _MIB}
     if "py_arenas" in out and "c_used" in out:
         out["rest"] = out["rss"] - out["py_arenas"] - out["c_used"] - out["c_free"]
-    return {key: round(value, 1) for key, value in out.items()}
+    rounded: dict[str, Any] = {key: round(value, 1) for key, value in out.items()}
+    if garbage_types is not None:
+        rounded["garbage_types"] = garbage_types
+    return rounded
+
+
+def _count_by_type(objects: list[Any], top: int = 12) -> list[list[Any]]:
+    """[type name, objects, KiB] of the most common types (shallow sizes; names only, never contents)."""
+    counts: dict[str, list[int]] = {}
+    for obj in objects:
+        kind = type(obj)
+        entry = counts.setdefault(f"{kind.__module__}.{kind.__qualname__}", [0, 0])
+        entry[0] += 1
+        entry[1] += sys.getsizeof(obj, 0)
+    ranked = sorted(counts.items(), key=lambda kv: kv[1][1], reverse=True)[:top]
+    return [[name, n, round(size / 1024)] for name, (n, size) in ranked]
 
 
 def _proc_status() -> dict[str, float]:
@@ -162,7 +181,7 @@ def _proc_status() -> dict[str, float]:
             if name in ("VmRSS", "VmHWM")}
 
 
-def _pymalloc_stats(collect: bool = False) -> dict[str, float]:
+def _pymalloc_stats(collect: bool = False) -> dict[str, Any]:
     """pymalloc's mapped arenas and bytes in allocated blocks, in MiB (empty where fork is not available);
     with `collect`, also the bytes in allocated blocks after a full collection in the child (`live`)."""
     if not hasattr(os, "fork"):
@@ -177,6 +196,11 @@ def _pymalloc_stats(collect: bool = False) -> dict[str, float]:
                 # Finalizers of the copy's garbage run here, in the child: keep them off the host's log.
                 os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
                 logging.disable(logging.CRITICAL)
+                gc.set_debug(gc.DEBUG_SAVEALL)  # keep the garbage in gc.garbage, to count it by type
+                gc.collect()
+                os.write(2, b"# garbage by type " + json.dumps(_count_by_type(gc.garbage)).encode() + b"\n")
+                gc.set_debug(0)
+                gc.garbage.clear()
                 gc.collect()
                 os.write(2, b"# after a full collection\n")
                 sys._debugmallocstats()
@@ -186,11 +210,13 @@ def _pymalloc_stats(collect: bool = False) -> dict[str, float]:
     with os.fdopen(read_end, "rb") as pipe:
         text = pipe.read().decode("ascii", "replace")
     os.waitpid(pid, 0)
-    figures = {}
+    figures: dict[str, Any] = {}
     used = "used"
     for line in text.splitlines():
         label, _, value = line.partition("=")
-        if line.startswith("# after a full collection"):
+        if line.startswith("# garbage by type "):
+            figures["garbage_types"] = json.loads(line.removeprefix("# garbage by type "))
+        elif line.startswith("# after a full collection"):
             used = "live"
         elif "bytes/arena" in label and used == "used":
             figures["arenas"] = int(value.replace(",", "")) / _MIB

@@ -142,6 +142,9 @@ def test_heap_breakdown_tells_uncollected_cycles_from_live_objects_without_colle
         assert heap["py_garbage"] > 15, "the cycles are counted as garbage"
         assert heap["py_live"] > 15, "the reachable tuples are counted as live"
         assert heap["py_live"] + heap["py_garbage"] == pytest.approx(heap["py_used"], abs=0.2)
+        kinds = {name: count for name, count, _ in heap["garbage_types"]}
+        assert kinds[f"{__name__}.{Node.__qualname__}"] >= 200_000 and kinds["builtins.list"] >= 200_000
+        assert "builtins.tuple" not in kinds or kinds["builtins.tuple"] < 1_000, "live tuples are not garbage"
         assert gc.collect() >= 200_000, "the collection ran in the forked copy, not here"
         assert len(live) == 200_000
     finally:
