@@ -117,15 +117,6 @@ class _GovernedTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-def _answering_server(response: httpx.Response) -> str | None:
-    """The web server that answered, by the `ARRAffinity` cookie it sets (the client never sends it back)."""
-    for header in response.headers.get_list("set-cookie"):
-        name, _, rest = header.partition("=")
-        if name.strip() == "ARRAffinity":
-            return rest.split(";", 1)[0]
-    return None
-
-
 def _no_cookie_jar() -> http.cookiejar.CookieJar:
     # The ARRAffinity cookie pins a client to one web server; limits are per web server, so
     # Microsoft says to drop it (reference/dataverse.md §7.2). A jar whose policy accepts no domain.
@@ -283,7 +274,6 @@ class DataverseClient:
                         response.headers.get("x-ms-dop-hint"),
                         response.headers.get("x-ms-ratelimit-burst-remaining-xrm-requests"),
                         response.headers.get("x-ms-ratelimit-time-remaining-xrm-requests"),
-                        _answering_server(response),
                     )
                     if response.is_success:
                         lane.governor.succeeded()

@@ -13,8 +13,6 @@ limit that errors immediately, and request-count and execution-time budgets over
   (Growing by one per `limit` successes from a start of 4 took ~114 answers to reach 16: a
   10,000-record load sent fewer than that and never ran more than 8 requests at once; at the limit,
   where one answer takes minutes, the first window's budget went unused.)
-- near a full execution-time window it stops while one request's time is left (learned per web server
-  from `x-ms-ratelimit-time-remaining-xrm-requests`), and after a 429 a lone probe goes first.
 """
 
 from __future__ import annotations
@@ -62,10 +60,6 @@ class Governor:
         self._waiting = 0
         self._burst_remaining: float | None = None
         self._time_remaining: float | None = None
-        self._request_cost: float = 0.0
-        """Execution time one request is expected to use, in the header's unit (`_learn_request_cost`)."""
-        self._last_time_remaining: dict[str | None, float] = {}
-        """The last `time_remaining` each web server (by its affinity cookie) answered."""
         self._blocked_until = 0.0
         self._next_start = 0.0
         self._spacing_left = 0
@@ -137,17 +131,12 @@ class Governor:
 
         Then only one request (a probe) may be out: if the window is full it alone gets the 429 and
         its Retry-After, instead of every in-flight request arriving after the limit was reached.
-        The execution-time window counts as used up once no more than one request's time is left, not at
-        zero: the server adds a request's time when it completes, so by the time a header shows zero the
-        requests in flight have filled the window and each one sent meanwhile met a 429 (a 1M-record load
-        had 27, and 21 requests arrived inside a Retry-After). Stopping a request early lets those in
-        flight fill the window and leaves a lone probe to meet it full.
         """
         if self._in_flight == 0:
             return False
         if self._burst_remaining is not None and self._burst_remaining <= self._in_flight:
             return True
-        return self._time_remaining is not None and self._time_remaining <= self._request_cost
+        return self._time_remaining is not None and self._time_remaining <= 0
 
     async def _release(self) -> None:
         async with self._cond:
@@ -158,13 +147,11 @@ class Governor:
 
     # -- feedback from responses --
     def observe(
-        self, dop_hint: str | None, burst_remaining: str | None = None, time_remaining: str | None = None,
-        server: str | None = None,
+        self, dop_hint: str | None, burst_remaining: str | None = None, time_remaining: str | None = None
     ) -> None:
         """Every response: adopt `x-ms-dop-hint` as the ceiling (under the configured cap), and note the
         `x-ms-ratelimit-*-remaining-xrm-requests` values. Microsoft says not to drive the send rate from
-        those; they are used only to stop piling requests onto a window that is already used up.
-        `server` names the web server that answered (its `ARRAffinity` cookie), as each keeps its own window."""
+        those; they are used only to stop piling requests onto a window that is already used up."""
         if dop_hint:
             try:
                 hint = int(dop_hint)
@@ -178,25 +165,6 @@ class Governor:
                     self._limit, float(self._ceiling))
         self._burst_remaining = _number(burst_remaining)
         self._time_remaining = _number(time_remaining)
-        if self._time_remaining is not None:
-            last = self._last_time_remaining.get(server)
-            if last is not None:
-                self._learn_request_cost(last - self._time_remaining)
-            self._last_time_remaining[server] = self._time_remaining
-
-    def _learn_request_cost(self, drop: float) -> None:
-        """Estimate one request's execution time from how far one server's remaining time fell between two
-        of its answers.
-
-        An answer's header already counts that request's own time, so a fall is about one request's cost
-        (less whatever left the window meanwhile; a rise is the window sliding, and ignored). The estimate
-        rises at once to a larger fall and drifts down slowly, so a run of cheap reads does not lower it
-        below the large writes that are still being sent.
-        """
-        if drop > self._request_cost:
-            self._request_cost = drop
-        elif drop > 0:
-            self._request_cost += (drop - self._request_cost) / 64
 
     def succeeded(self) -> None:
         """A request went through: grow by one (slow start: before any 429, while no hint has set the
@@ -236,9 +204,7 @@ class Governor:
             self._spacing_left = self.limit
             self._spacing = min(self.config.release_spread, max(retry_after, 0.01)) / self.limit
             self._next_start = max(self._next_start, self._blocked_until)
-            # The window is full: after the Retry-After one probe goes alone, and its answer says how
-            # much room there is (Retry-After only says when the window drops below the limit).
-            self._burst_remaining = self._time_remaining = 0.0
+            self._burst_remaining = self._time_remaining = None
             self._cond.notify_all()
 
 

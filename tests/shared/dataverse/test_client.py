@@ -309,35 +309,3 @@ def test_a_used_up_window_lets_only_one_probe_out() -> None:
 
     run(go())
     assert state["max"] == 1
-
-
-def test_each_web_servers_remaining_time_is_read_from_its_affinity_cookie() -> None:
-    """Two web servers answer in turn with different room in their execution-time windows, then one of
-    them alone. Read as one server, the gap between them (500 s) would look like one request's time and
-    stop the client at one request in flight; read per server (`ARRAffinity`), a request costs 10 s and
-    490 s is plenty."""
-    state = {"now": 0, "max": 0, "n": 0}
-    rooms = {"a": [1_000_000, 990_000], "b": [500_000, 490_000]}
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        state["n"] += 1
-        state["now"] += 1
-        state["max"] = max(state["max"], state["now"])
-        await asyncio.sleep(0.005)
-        state["now"] -= 1
-        # a, b, a, b; then b alone
-        server = "a" if state["n"] <= 4 and state["n"] % 2 else "b"
-        room = rooms[server][0 if state["n"] <= 2 else 1]
-        return httpx.Response(200, json={}, headers={
-            "x-ms-dop-hint": "8", "x-ms-ratelimit-time-remaining-xrm-requests": f"{room:,}.00",
-            "Set-Cookie": f"ARRAffinity={server}; Path=/; HttpOnly"})
-
-    async def go() -> None:
-        async with make_client(handler, governor=GovernorConfig(initial_concurrency=8)) as client:
-            for _ in range(4):
-                await client.request("GET", "WhoAmI")
-            state["max"] = 0
-            await asyncio.gather(*(client.request("GET", "WhoAmI") for _ in range(24)))
-
-    run(go())
-    assert state["max"] == 8
