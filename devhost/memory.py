@@ -27,6 +27,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -159,6 +160,10 @@ def heap_breakdown(collect: bool = False) -> dict[str, Any]:
     return rounded
 
 
+COLLECT_TIMEOUT_SECONDS = 30
+"""How long the forked copy may take over its garbage collection before it is ended."""
+
+
 def _count_by_type(objects: list[Any], top: int = 12) -> list[list[Any]]:
     """[type name, objects, KiB] of the most common types (shallow sizes; names only, never contents)."""
     counts: dict[str, list[int]] = {}
@@ -193,6 +198,10 @@ def _pymalloc_stats(collect: bool = False) -> dict[str, Any]:
             os.dup2(write_end, 2)
             sys._debugmallocstats()
             if collect:
+                # A finalizer waiting on a lock another thread of the host held at the fork would hang the
+                # child (and this call): the alarm ends it, and the answer comes without `py_live`.
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                signal.alarm(COLLECT_TIMEOUT_SECONDS)
                 # Finalizers of the copy's garbage run here, in the child: keep them off the host's log.
                 os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
                 logging.disable(logging.CRITICAL)

@@ -7,6 +7,8 @@ import gc
 import os
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -149,6 +151,33 @@ def test_heap_breakdown_tells_uncollected_cycles_from_live_objects_without_colle
         assert len(live) == 200_000
     finally:
         gc.enable()
+
+
+def test_a_collection_that_hangs_in_the_copy_is_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finalizer in the forked copy waits on a lock held at the fork; the copy is ended and the answer
+    comes without the collected figures."""
+    monkeypatch.setattr(memory, "COLLECT_TIMEOUT_SECONDS", 1)
+    lock = threading.Lock()
+
+    class WaitsOnTheLock:
+        def __del__(self) -> None:
+            with lock:
+                pass
+
+    gc.disable()
+    try:
+        stuck = WaitsOnTheLock()
+        stuck.me = stuck
+        del stuck
+        with lock:
+            started = time.monotonic()
+            heap = memory.heap_breakdown(collect=True)
+            waited = time.monotonic() - started
+    finally:
+        gc.enable()
+        gc.collect()
+    assert "py_live" not in heap and heap["py_used"] > 0
+    assert waited < 20
 
 
 def test_heap_endpoint_answers_with_the_admin_key_only(storage_connection_string: str, tmp_path: Path) -> None:
