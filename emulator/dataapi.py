@@ -162,12 +162,17 @@ def _list(store: Store, req: ApiRequest, e: dict[str, Any]) -> ApiResponse:
 
 def _filtered(store: Store, e: dict[str, Any], pred: Filter) -> list[dict[str, Any]]:
     """The rows `pred` matches, in row-id order (as Dataverse returns rows without `$orderby`: by primary
-    key), so a query's pages and `$top` do not depend on how the rows were found: through an Active
-    one-column alternate key when the filter pins that column (`eq`, `In`), else by testing every row."""
+    key), so a query's pages and `$top` do not depend on how the rows were found: by primary key or through an
+    Active one-column alternate key when the filter pins that column (`eq`, `In`), else by testing every row.
+    (The writer reads which activities exist by their primary ids: tested row by row, that was 45% of the
+    emulator's CPU in a 1M-record load.)"""
     table = e["LogicalName"]
     rows = store.rows(table)
     candidates: Iterable[str] = rows
     for hint in pred.hints:
+        if hint.prop == e["PrimaryIdAttribute"]:  # the primary key: rows are stored by it
+            candidates = [v for v in hint.values if isinstance(v, str) and v in rows]
+            break
         key = next((k for k in store.active_keys(table) if k["KeyAttributes"] == [records.column_of(hint.prop)]),
                    None)
         if key is not None:
@@ -270,9 +275,8 @@ def _delete(store: Store, req: ApiRequest, e: dict[str, Any], keytext: str) -> A
     _check_etag(req, store.rows(e["LogicalName"])[row_id])
     store.delete_row(e["LogicalName"], row_id)
     if e["LogicalName"] == "appointment":
-        for pid, p in list(store.rows("activityparty").items()):
-            if (p.get("activityid") or {}).get("id") == row_id:
-                store.delete_row("activityparty", pid)
+        for pid in store.parties_of(row_id):
+            store.delete_row("activityparty", pid)
     return ApiResponse(204, records=1)
 
 

@@ -298,9 +298,8 @@ def _write_parties(store: Store, activity_id: str, parties: list[Any], req: ApiR
     """Deep-inserted parties; on update they replace the activity's existing parties."""
     party_e = store.entities["activityparty"]
     if replace:
-        for old_id, old in list(store.rows("activityparty").items()):
-            if (old.get("activityid") or {}).get("id") == activity_id:
-                store.delete_row("activityparty", old_id)
+        for old_id in store.parties_of(activity_id):
+            store.delete_row("activityparty", old_id)
     for p in parties:
         prow: dict[str, Any] = {}
         apply_body(store, party_e, p, prow, True, req)

@@ -113,3 +113,26 @@ def test_top_takes_the_same_rows_whether_the_index_or_a_scan_finds_them(
         return [r["contactid"] for r in body["value"]]
 
     assert first(keyed_filter) == first(scanned_filter) == sorted(keyed[w] for w in wanted)[:3]
+
+
+def test_a_filter_on_the_primary_id_reads_only_the_named_rows(
+        api: httpx.Client, keyed: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the writer reads which rows exist by their primary ids (tables without a source key): from the rows
+    stored by id, not by testing every row; ids match whatever their case, and the rest of the filter holds."""
+    seen: list[int] = []
+    view = records.output_view
+
+    def counting(store: Any, e: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+        seen.append(1)
+        return view(store, e, row)
+
+    monkeypatch.setattr(records, "output_view", counting)
+    wanted = {f"P-{n}": keyed[f"P-{n}"] for n in (1, 2, 3)}
+    values = [wanted["P-1"].upper(), wanted["P-2"], wanted["P-3"], "00000000-0000-0000-0000-000000000000"]
+    flt = "Microsoft.Dynamics.CRM.In(PropertyName='contactid',PropertyValues=[" + ",".join(
+        f"'{v}'" for v in values) + "])"
+    assert sorted(_all(api, flt)) == ["P-1", "P-2", "P-3"]
+    assert len(seen) == 3
+    assert _all(api, flt + " and lastname eq 'A'") == ["P-1", "P-3"]
+    seen.clear()
+    assert _all(api, f"contactid eq '{wanted['P-2']}'") == ["P-2"] and len(seen) == 1

@@ -319,3 +319,35 @@ def test_emulator_credentials_take_the_audience_from_the_scope(emu: RunningEmula
     r = httpx.get(emu.graph_url + "/sites/contoso.sharepoint.com:/sites/dental",
                   headers={"Authorization": f"Bearer {graph_tok.token}"})
     assert r.status_code == 200
+
+
+def test_an_appointments_parties_are_replaced_and_deleted_with_it_alone(emu: RunningEmulator,
+                                                                       api: httpx.Client) -> None:
+    """The parties are found through an index of activity -> party rows; it follows updates, deletes and a
+    snapshot's restore."""
+    cid = entity_id(api.post("contacts", json={"lastname": "P"}))
+
+    def appointment(*masks: int) -> str:
+        return entity_id(ok(api.post("appointments", json={"subject": "S", "appointment_activity_parties": [
+            {"partyid_contact@odata.bind": f"/contacts({cid})", "participationtypemask": m} for m in masks]}), 204))
+
+    def masks(aid: str) -> list[int]:
+        got = ok(api.get(f"appointments({aid})", params={"$expand": "appointment_activity_parties"}), 200).json()
+        return sorted(p["participationtypemask"] for p in got["appointment_activity_parties"])
+
+    def replace(aid: str, *new: int) -> None:
+        ok(api.patch(f"appointments({aid})", json={"appointment_activity_parties": [
+            {"partyid_contact@odata.bind": f"/contacts({cid})", "participationtypemask": m} for m in new]}), 204)
+
+    first, second = appointment(5, 7), appointment(5, 7)
+    replace(first, 9)
+    assert masks(first) == [9] and masks(second) == [5, 7]
+    snap = emu.snapshot()
+    ok(api.delete(f"appointments({first})"), 204)
+    assert api.get(f"appointments({first})").status_code == 404 and masks(second) == [5, 7]
+    parties = ok(api.get("activityparties", params={"$select": "activitypartyid"}), 200).json()["value"]
+    assert len(parties) == 2
+    emu.restore(snap)
+    assert masks(first) == [9]
+    replace(first, 6)
+    assert masks(first) == [6] and masks(second) == [5, 7]
