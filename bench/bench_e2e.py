@@ -205,7 +205,7 @@ def print_e2e(label: str, s: dict[str, Any]) -> None:
         stage, heap = max(s["host_heap_by_stage_mib"].items(), key=lambda kv: kv[1].get("rss", 0))
         rows.append(("host memory at its largest", describe_heap(heap) + f" (in {stage}; MiB)"))
     if s.get("host_live_and_garbage_by_stage_mib"):
-        rows.append(("host Python objects: live + garbage", ", ".join(
+        rows.append(("host objects live + garbage", ", ".join(
             f"{k} {v['py_live']:,.0f} + {v['py_garbage']:,.0f}" for k, v in s["host_live_and_garbage_by_stage_mib"].items()
             if "py_live" in v) + " MiB (the sample with the most objects per stage, every 30 s)"))
         load = s["host_live_and_garbage_by_stage_mib"].get("load", {})

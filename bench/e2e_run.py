@@ -115,7 +115,7 @@ class E2EResult(BaseModel):
     host_heap_by_stage: dict[str, dict[str, float]] = {}
     """Per stage, what the host's memory was made of at the stage's largest resident sample (MiB; devhost
     /admin/devhost/heap: Python objects, pymalloc's free space, the C heap, the rest)."""
-    host_collected_by_stage: dict[str, dict[str, float]] = {}
+    host_collected_by_stage: dict[str, dict[str, Any]] = {}
     """Per stage, the sample (every 30 s, /admin/devhost/heap?collect=1) with the most Python objects, split into
     live objects and garbage the host's collector has not reached yet (MiB)."""
     actions: dict[str, int]
@@ -206,7 +206,7 @@ class _HostMemoryWatch:
         self.collected_every = collected_every
         self.stage = "(start)"
         self.by_stage: dict[str, dict[str, float]] = {}
-        self.collected_by_stage: dict[str, dict[str, float]] = {}
+        self.collected_by_stage: dict[str, dict[str, Any]] = {}
         self.largest_traced: dict[str, Any] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="host-memory-watch", daemon=True)
