@@ -207,11 +207,13 @@ def print_e2e(label: str, s: dict[str, Any]) -> None:
     if s.get("host_live_and_garbage_by_stage_mib"):
         rows.append(("host objects live + garbage", ", ".join(
             f"{k} {v['py_live']:,.0f} + {v['py_garbage']:,.0f}" for k, v in s["host_live_and_garbage_by_stage_mib"].items()
-            if "py_live" in v) + " MiB (the sample with the most objects per stage, every 30 s)"))
-        load = s["host_live_and_garbage_by_stage_mib"].get("load", {})
-        if load.get("garbage_types"):
-            rows.append(("host garbage in the load, by type", "; ".join(
-                f"{name} {n:,} ({kib / 1024:.1f} MiB)" for name, n, kib in load["garbage_types"][:8])))
+            if "py_live" in v) + " MiB (the sample with the most objects per stage, every 30 s; types: shallow sizes)"))
+        for stage in ("load", "attachments"):
+            for kind in ("garbage", "live"):
+                counted = s["host_live_and_garbage_by_stage_mib"].get(stage, {}).get(f"{kind}_types")
+                if counted:
+                    rows.append((f"host {kind} types, {stage}", "; ".join(
+                        f"{name} {n:,} ({kib / 1024:.1f} MiB)" for name, n, kib in counted[:8])))
     if "host_traced_heap" in s:
         heap = s["host_traced_heap"]
         rows.append(("host traced heap, largest sample", f"{heap['traced_kib'] / 1024:,.1f} MiB (traced peak "

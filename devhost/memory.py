@@ -133,8 +133,9 @@ def heap_breakdown(collect: bool = False) -> dict[str, Any]:
     - with `collect`: `py_live`, what `py_used` is once the copy has run a full garbage collection, and
       `py_garbage`, the difference: unreachable cycles the host's collector has not reached yet (its young
       threshold is high, shared/gc_tuning.py, and a full collection waits for the old generation to grow
-      by a quarter), and `garbage_types`, the garbage's most common types ([name, objects, KiB], shallow
-      sizes). The host itself collects nothing.
+      by a quarter), and `garbage_types` and `live_types`, the most common types of the garbage and of the
+      live objects the collector tracks (containers and instances, not strings or bytes): [name, objects,
+      KiB], shallow sizes. The host itself collects nothing.
 
     Cheap enough to poll every few seconds: no tracing. pymalloc's own figures come from
     `sys._debugmallocstats`, which prints to the C stderr; a forked child (a copy-on-write snapshot of this
@@ -142,7 +143,7 @@ def heap_breakdown(collect: bool = False) -> dict[str, Any]:
     status = _proc_status()
     out = {"rss": status.get("VmRSS", 0.0), "hwm": status.get("VmHWM", 0.0)}
     py = _pymalloc_stats(collect)
-    garbage_types = py.pop("garbage_types", None)
+    types = {key: py.pop(key) for key in ("garbage_types", "live_types") if key in py}
     if py:
         out |= {"py_arenas": py["arenas"], "py_used": py["used"], "py_free": py["arenas"] - py["used"]}
         if "live" in py:
@@ -155,8 +156,7 @@ def heap_breakdown(collect: bool = False) -> dict[str, Any]:
     if "py_arenas" in out and "c_used" in out:
         out["rest"] = out["rss"] - out["py_arenas"] - out["c_used"] - out["c_free"]
     rounded: dict[str, Any] = {key: round(value, 1) for key, value in out.items()}
-    if garbage_types is not None:
-        rounded["garbage_types"] = garbage_types
+    rounded |= types
     return rounded
 
 
@@ -213,6 +213,7 @@ def _pymalloc_stats(collect: bool = False) -> dict[str, Any]:
                 gc.collect()
                 os.write(2, b"# after a full collection\n")
                 sys._debugmallocstats()
+                os.write(2, b"# live by type " + json.dumps(_count_by_type(gc.get_objects())).encode() + b"\n")
         finally:
             os._exit(0)
     os.close(write_end)
@@ -223,8 +224,9 @@ def _pymalloc_stats(collect: bool = False) -> dict[str, Any]:
     used = "used"
     for line in text.splitlines():
         label, _, value = line.partition("=")
-        if line.startswith("# garbage by type "):
-            figures["garbage_types"] = json.loads(line.removeprefix("# garbage by type "))
+        if line.startswith(("# garbage by type ", "# live by type ")):
+            kind, _, counts = line.removeprefix("# ").partition(" by type ")
+            figures[f"{kind}_types"] = json.loads(counts)
         elif line.startswith("# after a full collection"):
             used = "live"
         elif "bytes/arena" in label and used == "used":

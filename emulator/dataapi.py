@@ -171,7 +171,7 @@ def _filtered(store: Store, e: dict[str, Any], pred: Filter) -> list[dict[str, A
     candidates: Iterable[str] = rows
     for hint in pred.hints:
         if hint.prop == e["PrimaryIdAttribute"]:  # the primary key: rows are stored by it
-            candidates = [v for v in hint.values if isinstance(v, str) and v in rows]
+            candidates = {v: None for v in hint.values if isinstance(v, str) and v in rows}  # each row once
             break
         key = next((k for k in store.active_keys(table) if k["KeyAttributes"] == [records.column_of(hint.prop)]),
                    None)

@@ -46,6 +46,20 @@ def keyed(api: httpx.Client) -> dict[str, str]:
     return ids
 
 
+@pytest.fixture
+def seen(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per row the emulator tested against a filter (it builds each tested row's output view)."""
+    tested: list[int] = []
+    view = records.output_view
+
+    def counting(store: Any, e: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+        tested.append(1)
+        return view(store, e, row)
+
+    monkeypatch.setattr(records, "output_view", counting)
+    return tested
+
+
 def _all(api: httpx.Client, flt: str, page: int | None = None) -> list[str]:
     headers = {"Prefer": f"odata.maxpagesize={page}"} if page else {}
     url: str | None = "contacts"
@@ -74,15 +88,7 @@ def test_keyed_filters_find_what_a_scan_finds(api: httpx.Client, keyed: dict[str
 
 
 def test_keyed_in_reads_only_the_named_rows_and_pages_without_repeats(
-        api: httpx.Client, keyed: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[int] = []
-    view = records.output_view
-
-    def counting(store: Any, e: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
-        seen.append(1)
-        return view(store, e, row)
-
-    monkeypatch.setattr(records, "output_view", counting)
+        api: httpx.Client, keyed: dict[str, str], seen: list[int]) -> None:
     wanted = [f"P-{n}" for n in range(0, 30, 3)]
     flt = ("Microsoft.Dynamics.CRM.In(PropertyName='bw_sourceid',PropertyValues=["
            + ",".join(f"'{w}'" for w in wanted) + "])")
@@ -116,19 +122,11 @@ def test_top_takes_the_same_rows_whether_the_index_or_a_scan_finds_them(
 
 
 def test_a_filter_on_the_primary_id_reads_only_the_named_rows(
-        api: httpx.Client, keyed: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+        api: httpx.Client, keyed: dict[str, str], seen: list[int]) -> None:
     """As the writer reads which rows exist by their primary ids (tables without a source key): from the rows
     stored by id, not by testing every row; ids match whatever their case, and the rest of the filter holds."""
-    seen: list[int] = []
-    view = records.output_view
-
-    def counting(store: Any, e: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
-        seen.append(1)
-        return view(store, e, row)
-
-    monkeypatch.setattr(records, "output_view", counting)
     wanted = {f"P-{n}": keyed[f"P-{n}"] for n in (1, 2, 3)}
-    values = [wanted["P-1"].upper(), wanted["P-2"], wanted["P-3"], "00000000-0000-0000-0000-000000000000"]
+    values = [wanted["P-1"].upper(), wanted["P-2"], wanted["P-3"], wanted["P-3"], "00000000-0000-0000-0000-000000000000"]
     flt = "Microsoft.Dynamics.CRM.In(PropertyName='contactid',PropertyValues=[" + ",".join(
         f"'{v}'" for v in values) + "])"
     assert sorted(_all(api, flt)) == ["P-1", "P-2", "P-3"]
