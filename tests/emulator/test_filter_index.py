@@ -124,7 +124,8 @@ def test_top_takes_the_same_rows_whether_the_index_or_a_scan_finds_them(
 def test_a_filter_on_the_primary_id_reads_only_the_named_rows(
         api: httpx.Client, keyed: dict[str, str], seen: list[int]) -> None:
     """As the writer reads which rows exist by their primary ids (tables without a source key): from the rows
-    stored by id, not by testing every row; ids match whatever their case, and the rest of the filter holds."""
+    stored by id, not by testing every row; ids match whatever their case, an id named twice finds its row once,
+    and the rest of the filter holds."""
     wanted = {f"P-{n}": keyed[f"P-{n}"] for n in (1, 2, 3)}
     values = [wanted["P-1"].upper(), wanted["P-2"], wanted["P-3"], wanted["P-3"], "00000000-0000-0000-0000-000000000000"]
     flt = "Microsoft.Dynamics.CRM.In(PropertyName='contactid',PropertyValues=[" + ",".join(
