@@ -218,10 +218,18 @@ async def copy_attachments(rt: Runtime, migration: Migration, part: int, *,
                         else:
                             await copy_one(sid, row, digest, contact)
 
+            patients = iter(by_patient.items())
+
+            async def copy_patients() -> None:
+                # One of a few workers per part, each taking the next patient: a task per patient left tens
+                # of thousands of tasks waiting for a slot at 1M records (bench/README.md).
+                for patient, files in patients:
+                    await copy_patient(patient, files)
+
             try:
                 async with asyncio.TaskGroup() as group:  # the first failure cancels the rest; the activity reruns
-                    for patient, files in by_patient.items():
-                        group.create_task(copy_patient(patient, files))
+                    for _ in range(min(PATIENTS_IN_FLIGHT, len(by_patient))):
+                        group.create_task(copy_patients())
             except ExceptionGroup as failed:
                 # Journal what reached SharePoint before the failure, so a rollback of a run that never
                 # finishes still finds those files; the part itself is not marked done. Not for a delta:

@@ -61,12 +61,14 @@ def test_patients_are_copied_side_by_side_and_each_patients_files_in_turn(
     in_flight: Counter[str] = Counter()
     most_at_once = 0
     most_per_contact = 0
+    most_tasks = 0
 
     async def upload(graph: Any, dv: Any, library: Any, *, contact_id: str, data: bytes, **_: Any) -> DocumentResult:
-        nonlocal most_at_once, most_per_contact
+        nonlocal most_at_once, most_per_contact, most_tasks
         in_flight[contact_id] += 1
         most_at_once = max(most_at_once, sum(in_flight.values()))
         most_per_contact = max(most_per_contact, in_flight[contact_id])
+        most_tasks = max(most_tasks, len(asyncio.all_tasks()))
         await asyncio.sleep(0.05)  # a request's latency: the others run meanwhile
         in_flight[contact_id] -= 1
         return DocumentResult(contact_id=contact_id, folder_item_id="f", file_item_id=f"i-{contact_id}",
@@ -79,6 +81,9 @@ def test_patients_are_copied_side_by_side_and_each_patients_files_in_turn(
     assert info.copied == copied_first > 1
     assert most_per_contact == 1
     assert 1 < most_at_once <= attachments.PATIENTS_IN_FLIGHT
+    # A few workers take the patients in turn (the run's own task besides): not a task per patient waiting.
+    assert len(migrated.documents_by_patient) > attachments.PATIENTS_IN_FLIGHT + 1
+    assert most_tasks <= attachments.PATIENTS_IN_FLIGHT + 1
 
 
 def test_parts_copied_at_once_share_the_process_limit(migrated: Migrated, monkeypatch: pytest.MonkeyPatch) -> None:
