@@ -109,7 +109,7 @@ def summarize_e2e(r: E2EResult, cfg: EmulatorConfig) -> dict[str, Any]:
         "host_gc_longest_ms": r.gc_longest_ms,
         "stage_seconds_real": r.stage_seconds,
         "host_peak_rss_mb_after_stage": r.peak_rss_mb_after_stage,
-        **({"host_traced_heap": r.host_traced} if r.host_traced else {}),
+        **({"host_traced_heap_by_stage": r.host_traced_by_stage} if r.host_traced_by_stage else {}),
         "host_heap_by_stage_mib": r.host_heap_by_stage,
         "host_live_and_garbage_by_stage_mib": r.host_collected_by_stage,
         "host_cpu_seconds_per_1000_records": round(r.host_cpu_seconds_load * 1000 / r.records, 3),
@@ -204,7 +204,8 @@ def print_e2e(label: str, s: dict[str, Any]) -> None:
     if s.get("host_heap_by_stage_mib"):
         stage, heap = max(s["host_heap_by_stage_mib"].items(), key=lambda kv: kv[1].get("rss", 0))
         rows.append(("host memory at its largest", describe_heap(heap) + f" (in {stage}; MiB)"))
-    if s.get("host_live_and_garbage_by_stage_mib"):
+    # Samples without the split print no row (the traced 100k run of 2026-12-03 had none).
+    if any("py_live" in v for v in s.get("host_live_and_garbage_by_stage_mib", {}).values()):
         rows.append(("host objects live + garbage", ", ".join(
             f"{k} {v['py_live']:,.0f} + {v['py_garbage']:,.0f}" for k, v in s["host_live_and_garbage_by_stage_mib"].items()
             if "py_live" in v) + " MiB (the sample with the most objects per stage, every 30 s; types: shallow sizes)"))
@@ -214,12 +215,13 @@ def print_e2e(label: str, s: dict[str, Any]) -> None:
                 if counted:
                     rows.append((f"host {kind} types, {stage}", "; ".join(
                         f"{name} {n:,} ({kib / 1024:.1f} MiB)" for name, n, kib in counted[:8])))
-    if "host_traced_heap" in s:
-        heap = s["host_traced_heap"]
-        rows.append(("host traced heap, largest sample", f"{heap['traced_kib'] / 1024:,.1f} MiB (traced peak "
-                     f"{heap['peak_kib'] / 1024:,.1f} MiB); most held at: " + "; ".join(
-                         f"{t['where'].rsplit('site-packages/', 1)[-1].replace(str(REPO) + '/', '')} "
-                         f"{t['size_kib'] / 1024:.1f} MiB" for t in heap["top"][:8])))
+    for stage in ("load", "attachments"):
+        heap = s.get("host_traced_heap_by_stage", {}).get(stage)
+        if heap:
+            rows.append((f"host traced heap, {stage}", f"{heap['traced_kib'] / 1024:,.1f} MiB at the stage's largest "
+                         f"sample (traced peak so far {heap['peak_kib'] / 1024:,.1f} MiB); most held at: " + "; ".join(
+                             f"{t['where'].rsplit('site-packages/', 1)[-1].replace(str(REPO) + '/', '')} "
+                             f"{t['size_kib'] / 1024:.1f} MiB" for t in heap["top"][:8])))
     for name, value in rows:
         print(f"  {name:<32}{value}")
 

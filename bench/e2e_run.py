@@ -109,9 +109,9 @@ class E2EResult(BaseModel):
     them, so each is late by up to one poll); the stages before `load` are set-up the load does not count."""
     peak_rss_mb_after_stage: dict[str, float] = {}
     """The host's VmHWM as each stage ended: where the peak was reached."""
-    host_traced: dict[str, Any] | None = None
-    """With `trace_memory`: the host's traced Python heap at its largest sample, with the source lines holding
-    most of it (devhost /admin/devhost/memory; sizes and line numbers only)."""
+    host_traced_by_stage: dict[str, dict[str, Any]] = {}
+    """With `trace_memory`: per stage, the host's traced Python heap at the stage's largest sample, with the
+    source lines holding most of it (devhost /admin/devhost/memory; sizes and line numbers only)."""
     host_heap_by_stage: dict[str, dict[str, float]] = {}
     """Per stage, what the host's memory was made of at the stage's largest resident sample (MiB; devhost
     /admin/devhost/heap: Python objects, pymalloc's free space, the C heap, the rest)."""
@@ -197,8 +197,8 @@ class _PatientStack(LocalStack):
 
 class _HostMemoryWatch:
     """Polls what the host's memory is made of (`/admin/devhost/heap`, no tracing) every `every` seconds and
-    keeps, per stage, the sample with the most resident memory; with `traced`, also the largest traced-heap
-    sample by source line (`/admin/devhost/memory`, every `traced_every` seconds)."""
+    keeps, per stage, the sample with the most resident memory; with `traced`, also each stage's largest
+    traced-heap sample by source line (`/admin/devhost/memory`, every `traced_every` seconds)."""
 
     def __init__(self, stack: LocalStack, traced: bool, every: float = 2.0, traced_every: float = 15.0,
                  collected_every: float = 30.0) -> None:
@@ -207,7 +207,7 @@ class _HostMemoryWatch:
         self.stage = "(start)"
         self.by_stage: dict[str, dict[str, float]] = {}
         self.collected_by_stage: dict[str, dict[str, Any]] = {}
-        self.largest_traced: dict[str, Any] | None = None
+        self.traced_by_stage: dict[str, dict[str, Any]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="host-memory-watch", daemon=True)
 
@@ -239,8 +239,8 @@ class _HostMemoryWatch:
                     traced_due = time.monotonic() + self.traced_every
                     traced = self.stack.host.http().get("/admin/devhost/memory", timeout=120,
                                                         params={"top": "15", "by": "size"}).json()
-                    if traced.get("traced_kib", 0) > (self.largest_traced or {}).get("traced_kib", 0):
-                        self.largest_traced = traced
+                    if traced.get("traced_kib", 0) > self.traced_by_stage.get(self.stage, {}).get("traced_kib", -1):
+                        self.traced_by_stage[self.stage] = traced
             except Exception:
                 continue
 
@@ -362,7 +362,7 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
             loop_blocked_seconds_load=blocked["end"] - blocked["start"], loop_longest_stall_ms=int(stalls["longestMs"]),
             loop_stall_sites=stalls["where"], gc_seconds_load=collected["end"][0] - collected["start"][0],
             gc_full_collections_load=collected["end"][1] - collected["start"][1],
-            gc_longest_ms=int(stalls["gc"]["longestMs"]), host_traced=memory.largest_traced,
+            gc_longest_ms=int(stalls["gc"]["longestMs"]), host_traced_by_stage=memory.traced_by_stage,
             host_heap_by_stage=memory.by_stage, host_collected_by_stage=memory.collected_by_stage,
             stage_seconds=stage_seconds, peak_rss_mb_after_stage=peak_at,
         ), (workload if collect_workload else None), schema_spec

@@ -83,31 +83,42 @@ def rows_of(reader: BundleReader, table: str) -> Iterator[dict[str, Any]]:
             yield item.row.model_dump()
 
 
+_VISITS = ("broken", "future", "past")
+"""A patient's appointment history, most telling first: the stratum names the first the patient has."""
+
+
 def strata(reader: BundleReader) -> dict[str, str]:
-    """patient id -> `insurance|appointments|treatment plans|ledger` stratum."""
+    """patient id -> `insurance|appointments|treatment plans|ledger` stratum.
+
+    Ranks and visit kinds are kept as bit masks per patient, not sets: at 36,000 patients the sets were
+    71,000 objects (18 MiB) held while the sample was chosen (bench/README.md)."""
     today = datetime.now(UTC)
-    ranks: dict[str, set[int]] = {}
+    ranks: dict[str, int] = {}
     for row in rows_of(reader, "patient_insurance"):
-        ranks.setdefault(str(row["patient_id"]), set()).add(int(row.get("rank") or 1))
-    visits: dict[str, set[str]] = {}
+        pid = str(row["patient_id"])
+        ranks[pid] = ranks.get(pid, 0) | 1 << int(row.get("rank") or 1)
+    visits: dict[str, int] = {}
     for row in rows_of(reader, "appointment"):
         start = row.get("start_at")
         kind = "broken" if row.get("broken") else (
             "future" if isinstance(start, datetime) and start.replace(tzinfo=start.tzinfo or UTC) > today else "past")
-        visits.setdefault(str(row.get("patient_id")), set()).add(kind)
+        pid = str(row.get("patient_id"))
+        visits[pid] = visits.get(pid, 0) | 1 << _VISITS.index(kind)
     plans: dict[str, set[str]] = {}
     for row in rows_of(reader, "tx_case"):
         plans.setdefault(str(row.get("patient_id")), set()).add(str(row.get("status_id")))
     ledger = {str(row.get("patient_id")) for row in rows_of(reader, "proc_log")}
+    names: dict[str, str] = {}  # one string per stratum, shared by its patients
     out: dict[str, str] = {}
     for row in rows_of(reader, PATIENT_TABLE):
         pid = str(row["patient_id"])
-        held = ranks.get(pid, set())
-        insurance = "dual" if len(held) >= 2 else ("primary" if held else "none")
-        seen = visits.get(pid, set())
-        history = next((k for k in ("broken", "future", "past") if k in seen), "none")
-        plan = ",".join(sorted(plans.get(pid, set()))) or "none"
-        out[pid] = f"{insurance}|{history}|{plan}|{'ledger' if pid in ledger else 'no_ledger'}"
+        held = ranks.get(pid, 0).bit_count()
+        insurance = "dual" if held >= 2 else ("primary" if held else "none")
+        seen = visits.get(pid, 0)
+        history = next((kind for bit, kind in enumerate(_VISITS) if seen >> bit & 1), "none")
+        plan = ",".join(sorted(plans.get(pid, ()))) or "none"
+        name = f"{insurance}|{history}|{plan}|{'ledger' if pid in ledger else 'no_ledger'}"
+        out[pid] = names.setdefault(name, name)
     return out
 
 
@@ -183,20 +194,23 @@ def build_scope(reader: BundleReader, spec: MappingSpec, patients: Iterable[str]
     # A contact row joins the sample when its contact does, and then binds to further contacts: what each
     # patient row binds to does not depend on the scope, so it is resolved once and kept as ids (the whole
     # patient table, kept as rows for the fixed point, held 123 MB for the 1M-record bench's 38,018 patients).
-    binds: dict[str, set[str]] = {}
+    # Tuples, not sets: one per patient with a link (a set is four times a tuple's size for one or two ids).
+    binds: dict[str, tuple[str, ...]] = {}
     contact_links = [(table_map, paths) for table_map, paths in links if table_map.source_table == PATIENT_TABLE]
     for row in rows_of(reader, PATIENT_TABLE) if contact_links else ():
         for table_map, paths in contact_links:
             if table_map.selects(row):
-                targets = {v for v in (_resolve(p, row, references) for p in paths) if v is not None}
+                targets = tuple(v for v in (_resolve(p, row, references) for p in paths) if v is not None)
                 if targets:
-                    binds.setdefault(str(row.get("patient_id")), set()).update(targets)
+                    pid = str(row.get("patient_id"))
+                    binds[pid] = (*binds.get(pid, ()), *targets)
     frontier = [contact for contact in found if contact in binds]
     while frontier:
-        for target in binds[frontier.pop()] - found:
-            found.add(target)
-            if target in binds:
-                frontier.append(target)
+        for target in binds[frontier.pop()]:
+            if target not in found:
+                found.add(target)
+                if target in binds:
+                    frontier.append(target)
     return SampleScope(patients=patients, contacts=sorted(found), size=size, seed=seed)
 
 

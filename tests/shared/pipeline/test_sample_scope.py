@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,34 @@ def test_the_sample_is_stratified_sized_and_the_same_for_the_same_seed(reader: B
     kinds = strata(reader)
     assert {kinds[p].split("|")[0] for p in chosen} == {k.split("|")[0] for k in kinds.values()}
     assert select_sample(reader, 10_000) == sorted(kinds)  # more than the practice: every patient
+
+
+def test_each_patients_stratum_names_its_insurance_ranks_first_visit_kind_plans_and_ledger(reader: BundleReader):
+    # Worked out here from the rows with sets, as strata() did before it kept bit masks.
+    ranks: dict[str, set[int]] = {}
+    for row in _rows(reader, "patient_insurance"):
+        ranks.setdefault(str(row["patient_id"]), set()).add(int(row["rank"] or 1))
+    kinds: dict[str, set[str]] = {}
+    for row in _rows(reader, "appointment"):
+        start = row.get("start_at")
+        future = isinstance(start, datetime) and start.replace(tzinfo=start.tzinfo or UTC) > datetime.now(UTC)
+        kinds.setdefault(str(row.get("patient_id")), set()).add(
+            "broken" if row.get("broken") else "future" if future else "past")
+    plans: dict[str, set[str]] = {}
+    for row in _rows(reader, "tx_case"):
+        plans.setdefault(str(row["patient_id"]), set()).add(str(row.get("status_id")))
+    ledger = {str(row.get("patient_id")) for row in _rows(reader, "proc_log")}
+    expected = {}
+    for row in _rows(reader, "patient"):
+        pid, held, seen = str(row["patient_id"]), len(ranks.get(str(row["patient_id"]), ())), kinds.get(
+            str(row["patient_id"]), set())
+        expected[pid] = "|".join([
+            "dual" if held >= 2 else "primary" if held else "none",
+            next((kind for kind in ("broken", "future", "past") if kind in seen), "none"),
+            ",".join(sorted(plans.get(pid, ()))) or "none", "ledger" if pid in ledger else "no_ledger"])
+    assert strata(reader) == expected
+    assert {e.split("|")[0] for e in expected.values()} == {"none", "primary", "dual"}  # the practice has all three
+    assert len({e.split("|")[1] for e in expected.values()}) >= 3
 
 
 def test_the_predicate_takes_a_patients_own_rows_the_contacts_it_points_at_and_every_reference_row():
