@@ -90,8 +90,8 @@ _VISITS = ("broken", "future", "past")
 def strata(reader: BundleReader) -> dict[str, str]:
     """patient id -> `insurance|appointments|treatment plans|ledger` stratum.
 
-    Ranks and visit kinds are kept as bit masks per patient, not sets: at 36,000 patients the sets were
-    71,000 objects (18 MiB) held while the sample was chosen (bench/README.md)."""
+    Ranks and visit kinds are kept as bit masks per patient, not sets: at 36,000 patients the sample's choice
+    held 71,000 sets (18 MiB; these and `build_scope`'s, bench/README.md)."""
     today = datetime.now(UTC)
     ranks: dict[str, int] = {}
     for row in rows_of(reader, "patient_insurance"):

@@ -58,8 +58,8 @@ def test_each_patients_stratum_names_its_insurance_ranks_first_visit_kind_plans_
     ledger = {str(row.get("patient_id")) for row in _rows(reader, "proc_log")}
     expected = {}
     for row in _rows(reader, "patient"):
-        pid, held, seen = str(row["patient_id"]), len(ranks.get(str(row["patient_id"]), ())), kinds.get(
-            str(row["patient_id"]), set())
+        pid = str(row["patient_id"])
+        held, seen = len(ranks.get(pid, ())), kinds.get(pid, set())
         expected[pid] = "|".join([
             "dual" if held >= 2 else "primary" if held else "none",
             next((kind for kind in ("broken", "future", "past") if kind in seen), "none"),
