@@ -68,7 +68,9 @@ def test_patients_are_copied_side_by_side_and_each_patients_files_in_turn(
         in_flight[contact_id] += 1
         most_at_once = max(most_at_once, sum(in_flight.values()))
         most_per_contact = max(most_per_contact, in_flight[contact_id])
-        most_tasks = max(most_tasks, len(asyncio.all_tasks()))
+        # Tasks of the copy's own (other tasks of the loop, such as a client's, come and go: a CI run saw one).
+        most_tasks = max(most_tasks, sum(getattr(task.get_coro(), "__qualname__", "").startswith(
+            "copy_attachments.<locals>.copy_patient") for task in asyncio.all_tasks()))
         await asyncio.sleep(0.05)  # a request's latency: the others run meanwhile
         in_flight[contact_id] -= 1
         return DocumentResult(contact_id=contact_id, folder_item_id="f", file_item_id=f"i-{contact_id}",
@@ -81,9 +83,9 @@ def test_patients_are_copied_side_by_side_and_each_patients_files_in_turn(
     assert info.copied == copied_first > 1
     assert most_per_contact == 1
     assert 1 < most_at_once <= attachments.PATIENTS_IN_FLIGHT
-    # A few workers take the patients in turn (the run's own task besides): not a task per patient waiting.
-    assert len(migrated.documents_by_patient) > attachments.PATIENTS_IN_FLIGHT + 1
-    assert most_tasks <= attachments.PATIENTS_IN_FLIGHT + 1
+    # A few workers take the patients in turn: not a task per patient waiting.
+    assert len(migrated.documents_by_patient) > attachments.PATIENTS_IN_FLIGHT
+    assert 1 < most_tasks <= attachments.PATIENTS_IN_FLIGHT
 
 
 def test_parts_copied_at_once_share_the_process_limit(migrated: Migrated, monkeypatch: pytest.MonkeyPatch) -> None:
