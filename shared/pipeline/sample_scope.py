@@ -15,6 +15,7 @@ read it from there, so Durable inputs carry a mode flag, never the patient list.
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from functools import cached_property
@@ -90,8 +91,8 @@ _VISITS = ("broken", "future", "past")
 def strata(reader: BundleReader) -> dict[str, str]:
     """patient id -> `insurance|appointments|treatment plans|ledger` stratum.
 
-    Ranks and visit kinds are kept as bit masks per patient, not sets: at 36,000 patients the sample's choice
-    held 71,000 sets (18 MiB; these and `build_scope`'s, bench/README.md)."""
+    Ranks and visit kinds are kept as bit masks per patient, not sets: at 36,000 patients the host held 71,375
+    sets (17.7 MiB) while the sample was chosen, most likely these and `build_scope`'s (bench/README.md)."""
     today = datetime.now(UTC)
     ranks: dict[str, int] = {}
     for row in rows_of(reader, "patient_insurance"):
@@ -108,7 +109,6 @@ def strata(reader: BundleReader) -> dict[str, str]:
     for row in rows_of(reader, "tx_case"):
         plans.setdefault(str(row.get("patient_id")), set()).add(str(row.get("status_id")))
     ledger = {str(row.get("patient_id")) for row in rows_of(reader, "proc_log")}
-    names: dict[str, str] = {}  # one string per stratum, shared by its patients
     out: dict[str, str] = {}
     for row in rows_of(reader, PATIENT_TABLE):
         pid = str(row["patient_id"])
@@ -117,8 +117,8 @@ def strata(reader: BundleReader) -> dict[str, str]:
         seen = visits.get(pid, 0)
         history = next((kind for bit, kind in enumerate(_VISITS) if seen >> bit & 1), "none")
         plan = ",".join(sorted(plans.get(pid, ()))) or "none"
-        name = f"{insurance}|{history}|{plan}|{'ledger' if pid in ledger else 'no_ledger'}"
-        out[pid] = names.setdefault(name, name)
+        # Interned: strata are few, so the patients of one share its string.
+        out[pid] = sys.intern(f"{insurance}|{history}|{plan}|{'ledger' if pid in ledger else 'no_ledger'}")
     return out
 
 
