@@ -122,6 +122,7 @@ def summarize_e2e(r: E2EResult, cfg: EmulatorConfig) -> dict[str, Any]:
         "journal_entity_writes": r.journal_entity_writes, "journal_transactions": r.journal_transactions,
         "journal_entity_writes_per_1000_records": round(r.journal_entity_writes * 1000 / r.records, 1),
         "journal_transactions_per_1000_records": round(r.journal_transactions * 1000 / r.records, 1),
+        **storage_requests(r.storage_requests_by_stage, r.records),
     }
     if t is not None:
         out["transform"] = {
@@ -140,6 +141,27 @@ def summarize_e2e(r: E2EResult, cfg: EmulatorConfig) -> dict[str, Any]:
             out["requests_per_1000_records_if_batched"] = round(
                 (c.requests - single + math.ceil(t.closing / 200) + math.ceil(t.deferred / 200)) * 1000 / r.records, 1)
     return out
+
+
+def storage_requests(by_stage: dict[str, dict[str, int]], records: int) -> dict[str, Any]:
+    """Storage requests per 1,000 records: in all, per stage and per kind (service, method, table or container).
+    On Azure each is an index operation, so these flat with the practice's size mean a flat storage cost there,
+    whatever Azurite's scans add here (devhost/storage_calls.py)."""
+    if not by_stage:
+        return {}
+    kinds: dict[str, int] = {}
+    for sent in by_stage.values():
+        for key, n in sent.items():
+            kinds[key] = kinds.get(key, 0) + n
+    per_1000 = 1000 / records
+    return {
+        "storage_requests_per_1000_records": round(sum(kinds.values()) * per_1000, 1),
+        "storage_requests_per_1000_records_by_stage": {
+            stage: round(sum(sent.values()) * per_1000, 2) for stage, sent in by_stage.items() if sent},
+        "storage_requests_per_1000_records_by_kind": {
+            key: round(n * per_1000, 2) for key, n in sorted(kinds.items(), key=lambda kv: -kv[1])},
+        "storage_requests_by_stage": by_stage,
+    }
 
 
 def describe_heap(heap: dict[str, float]) -> str:
@@ -196,6 +218,13 @@ def print_e2e(label: str, s: dict[str, Any]) -> None:
                      f"{t['transform_cpu_per_1000']} s transform + {t['read_validate_cpu_per_1000']} s read/validate "
                      f"+ {t['children_cpu_per_1000']} s child rows ({t['transform_records_per_cpu_second']:,.0f} "
                      f"records per CPU second in transform; context {t['context_cpu_seconds']} s once)"))
+    if s.get("storage_requests_per_1000_records_by_stage"):
+        stages = s["storage_requests_per_1000_records_by_stage"]
+        rows.append(("Storage requests /1,000 records", f"{s['storage_requests_per_1000_records']:,} in all: " + ", ".join(
+            f"{k} {v:,}" for k, v in stages.items() if v >= 0.05)))
+        rows.append(("Storage requests, commonest", "; ".join(
+            f"{k} {v:,}" for k, v in list(s["storage_requests_per_1000_records_by_kind"].items())[:8])
+            + " per 1,000 records"))
     if s.get("stage_seconds_real"):
         rows.append(("stages (real s)", ", ".join(f"{k} {v:,}" for k, v in s["stage_seconds_real"].items())))
     if s.get("host_peak_rss_mb_after_stage"):

@@ -25,6 +25,7 @@ from azure.data.tables import TableServiceClient
 from pydantic import BaseModel
 
 from bench.e2e_workload import TransformCost, Workload, transform_workload
+from devhost import storage_calls
 from devhost.testing import run_host
 from devtools import azurite
 from devtools.stack import LocalStack, drive_migration, target_for, users_for_practice
@@ -118,7 +119,24 @@ class E2EResult(BaseModel):
     host_collected_by_stage: dict[str, dict[str, Any]] = {}
     """Per stage, the sample (every 30 s, /admin/devhost/heap?collect=1) with the most Python objects, split into
     live objects and garbage the host's collector has not reached yet (MiB)."""
+    storage_requests_by_stage: dict[str, dict[str, int]] = {}
+    """Storage requests sent in each stage, by `"<service> <METHOD> <table or container>"` (devhost/storage_calls.py):
+    the host's, attributed to the stage its polls saw, and under `upload` the agent's upload of the bundle."""
     actions: dict[str, int]
+
+
+def _storage_requests(stack: LocalStack) -> dict[str, int]:
+    return stack.host.http().get("/admin/host/status", timeout=30).json()["storageRequests"]
+
+
+def _difference(later: dict[str, int], earlier: dict[str, int]) -> dict[str, int]:
+    return {key: n - earlier.get(key, 0) for key, n in later.items() if n > earlier.get(key, 0)}
+
+
+def _renamed(key: str, names: dict[str, str]) -> str:
+    for old, new in names.items():
+        key = key.replace(old, new)
+    return key
 
 
 def _loop_stalls(stack: LocalStack) -> dict[str, Any]:
@@ -290,6 +308,8 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
         stage_seen: dict[str, float] = {}
         peak_at: dict[str, float] = {}
         memory = _HostMemoryWatch(stack, traced=trace_memory)
+        storage_calls.install()  # this process's requests during the drive are the agent's upload
+        storage_at: list[tuple[str, dict[str, int]]] = [("(start)", _storage_requests(stack))]
 
         def on_progress(view: dict[str, Any]) -> None:
             stage = (view.get("custom_status") or {}).get("stage")
@@ -299,6 +319,7 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
                 if stage_seen:  # the high-water mark as the previous stage ends
                     peak_at[max(stage_seen, key=stage_seen.__getitem__)] = round(_peak_rss_mb(host_pid), 1)
                 stage_seen[stage] = time.monotonic()
+                storage_at.append((stage, _storage_requests(stack)))
             point = "start" if stage == "load" else "end" if stage in ("attachments", "done") else None
             if point and point not in marks:
                 marks[point] = (time.monotonic(), Counters.of(stack.emulator.counters()),
@@ -309,10 +330,18 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
 
         users = [f"app-{n + 1}" for n in range(app_users)]
         started = time.monotonic()
+        sent_before = storage_calls.snapshot()
         with memory:
             result = drive_migration(stack, bundle, target=target_for(stack, application_users=users),
                                      timeout=timeout, on_progress=on_progress)
         migration_seconds = time.monotonic() - started
+        storage_by_stage = {"upload": _difference(storage_calls.snapshot(), sent_before)}
+        storage_at.append(("(end)", _storage_requests(stack)))
+        for (stage, earlier), (_, later) in zip(storage_at, storage_at[1:], strict=False):
+            storage_by_stage[stage] = _difference(later, earlier)
+        named = {stack.prefix: "", result["migration_id"].lower(): "<migration>"}  # names alike from run to run
+        storage_by_stage = {stage: {_renamed(key, named): n for key, n in sent.items()}
+                            for stage, sent in storage_by_stage.items()}
         if stage_seen:
             peak_at[max(stage_seen, key=stage_seen.__getitem__)] = round(_peak_rss_mb(host_pid), 1)
         stage_seen["(end)"] = time.monotonic()
@@ -364,5 +393,5 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
             gc_full_collections_load=collected["end"][1] - collected["start"][1],
             gc_longest_ms=int(stalls["gc"]["longestMs"]), host_traced_by_stage=memory.traced_by_stage,
             host_heap_by_stage=memory.by_stage, host_collected_by_stage=memory.collected_by_stage,
-            stage_seconds=stage_seconds, peak_rss_mb_after_stage=peak_at,
+            stage_seconds=stage_seconds, peak_rss_mb_after_stage=peak_at, storage_requests_by_stage=storage_by_stage,
         ), (workload if collect_workload else None), schema_spec

@@ -13,6 +13,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from . import storage_calls
 from .clock import Clock, VirtualClock
 from .engine import TaskHub
 from .functions import load_app
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
                                       threshold or os.environ.get("MALLOC_MMAP_THRESHOLD_") or "dynamic")
     # The storage SDKs log every request with its headers at INFO: keep them quiet.
     logging.getLogger("azure").setLevel(logging.WARNING)
+    storage_calls.install()  # counted for /admin/host/status (the benchmark's requests per record)
     asyncio.run(_serve(args))
 
 

@@ -5,7 +5,9 @@ Routes:
     /runtime/webhooks/durabletask/...       the Durable HTTP management API (needs the host key as `code`)
     /durabletask/...                        the same API unauthenticated, as the extension's loopback
                                             `rpcBaseUrl` that the SDK's client calls
-    /admin/host/status                      host status (admin key)
+    /admin/host/status                      host status (admin key): activities, loop stalls, and Storage
+                                            requests sent so far by service, method and table or
+                                            container (devhost/storage_calls.py)
     /admin/devhost/clock                    GET the host clock; POST {"advance_seconds": n} or {"to": iso}
                                             to move the virtual clock (admin key)
     /admin/devhost/idle?timeout=s           wait until nothing is runnable (admin key)
@@ -49,6 +51,7 @@ from .functions import (
 )
 from .memory import heap_breakdown
 from .protocol import HistoryEventType, format_time
+from .storage_calls import snapshot as storage_requests
 
 log = logging.getLogger("devhost")
 
@@ -256,7 +259,8 @@ class LocalHost:
                       "duplicatedActivities": self.hub.duplicated,
                       "completedActivities": self.hub.completed_activities,
                       "cachedInstances": self.hub.cached_instances,
-                      "loopStalls": self.hub.stalls.as_json()})
+                      "loopStalls": self.hub.stalls.as_json(),
+                      "storageRequests": storage_requests()})
 
     async def _get_clock(self, request: web.Request) -> web.Response:
         if not self.has_key(request):
