@@ -123,6 +123,8 @@ def summarize_e2e(r: E2EResult, cfg: EmulatorConfig) -> dict[str, Any]:
         "journal_entity_writes_per_1000_records": round(r.journal_entity_writes * 1000 / r.records, 1),
         "journal_transactions_per_1000_records": round(r.journal_transactions * 1000 / r.records, 1),
         **storage_requests(r.storage_requests_by_stage, r.records),
+        "cpu_seconds_by_stage": r.cpu_seconds_by_stage,
+        "azurite_cpu_ms_per_storage_request_by_stage": azurite_ms_per_request(r),
     }
     if t is not None:
         out["transform"] = {
@@ -162,6 +164,15 @@ def storage_requests(by_stage: dict[str, dict[str, int]], records: int) -> dict[
             key: round(n * per_1000, 2) for key, n in sorted(kinds.items(), key=lambda kv: -kv[1])},
         "storage_requests_by_stage": by_stage,
     }
+
+
+def azurite_ms_per_request(r: E2EResult) -> dict[str, float]:
+    """Azurite's CPU per Storage request in each stage with at least 100 requests. The agent's upload runs before
+    the first stage is polled, so its requests count with `(start)`, whose CPU includes them."""
+    sent = {stage: sum(counts.values()) for stage, counts in r.storage_requests_by_stage.items()}
+    sent["(start)"] = sent.get("(start)", 0) + sent.pop("upload", 0)
+    return {stage: round(cpu["azurite"] * 1000 / sent[stage], 2) for stage, cpu in r.cpu_seconds_by_stage.items()
+            if sent.get(stage, 0) >= 100}
 
 
 def describe_heap(heap: dict[str, float]) -> str:
@@ -225,6 +236,10 @@ def print_e2e(label: str, s: dict[str, Any]) -> None:
         rows.append(("Storage requests, commonest", "; ".join(
             f"{k} {v:,}" for k, v in list(s["storage_requests_per_1000_records_by_kind"].items())[:8])
             + " per 1,000 records"))
+    if s.get("azurite_cpu_ms_per_storage_request_by_stage"):
+        rows.append(("Azurite CPU per request", ", ".join(
+            f"{k} {v:,}" for k, v in s["azurite_cpu_ms_per_storage_request_by_stage"].items())
+            + " ms ((start) includes the agent's upload)"))
     if s.get("stage_seconds_real"):
         rows.append(("stages (real s)", ", ".join(f"{k} {v:,}" for k, v in s["stage_seconds_real"].items())))
     if s.get("host_peak_rss_mb_after_stage"):

@@ -119,6 +119,8 @@ class E2EResult(BaseModel):
     host_collected_by_stage: dict[str, dict[str, Any]] = {}
     """Per stage, the sample (every 30 s, /admin/devhost/heap?collect=1) with the most Python objects, split into
     live objects and garbage the host's collector has not reached yet (MiB)."""
+    cpu_seconds_by_stage: dict[str, dict[str, float]] = {}
+    """CPU seconds each process spent in each stage (`host`, `emulator`, `azurite`), as the polls saw the stages."""
     storage_requests_by_stage: dict[str, dict[str, int]] = {}
     """Storage requests sent in each stage, by `"<service> <METHOD> <table or container>"` (devhost/storage_calls.py):
     the host's, attributed to the stage its polls saw, and under `upload` the agent's upload of the bundle."""
@@ -311,6 +313,11 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
         storage_calls.install()  # this process's requests during the drive are the agent's upload
         storage_at: list[tuple[str, dict[str, int]]] = [("(start)", _storage_requests(stack))]
 
+        def cpu_now() -> dict[str, float]:
+            return {"host": _cpu_seconds(host_pid), "emulator": _cpu_seconds(emu_pid), "azurite": _cpu_seconds(storage_pid)}
+
+        cpu_at: list[tuple[str, dict[str, float]]] = [("(start)", cpu_now())]
+
         def on_progress(view: dict[str, Any]) -> None:
             stage = (view.get("custom_status") or {}).get("stage")
             if stage:
@@ -320,6 +327,7 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
                     peak_at[max(stage_seen, key=stage_seen.__getitem__)] = round(_peak_rss_mb(host_pid), 1)
                 stage_seen[stage] = time.monotonic()
                 storage_at.append((stage, _storage_requests(stack)))
+                cpu_at.append((stage, cpu_now()))
             point = "start" if stage == "load" else "end" if stage in ("attachments", "done") else None
             if point and point not in marks:
                 marks[point] = (time.monotonic(), Counters.of(stack.emulator.counters()),
@@ -337,6 +345,9 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
         migration_seconds = time.monotonic() - started
         storage_by_stage = {"upload": _difference(storage_calls.snapshot(), sent_before)}
         storage_at.append(("(end)", _storage_requests(stack)))
+        cpu_at.append(("(end)", cpu_now()))
+        cpu_by_stage = {stage: {name: round(later[name] - earlier[name], 2) for name in earlier}
+                        for (stage, earlier), (_, later) in zip(cpu_at, cpu_at[1:], strict=False)}
         for (stage, earlier), (_, later) in zip(storage_at, storage_at[1:], strict=False):
             storage_by_stage[stage] = _difference(later, earlier)
         named = {stack.prefix: "", result["migration_id"].lower(): "<migration>"}  # names alike from run to run
@@ -394,4 +405,5 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
             gc_longest_ms=int(stalls["gc"]["longestMs"]), host_traced_by_stage=memory.traced_by_stage,
             host_heap_by_stage=memory.by_stage, host_collected_by_stage=memory.collected_by_stage,
             stage_seconds=stage_seconds, peak_rss_mb_after_stage=peak_at, storage_requests_by_stage=storage_by_stage,
+            cpu_seconds_by_stage=cpu_by_stage,
         ), (workload if collect_workload else None), schema_spec
