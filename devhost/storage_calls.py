@@ -7,7 +7,7 @@ index operation, so if requests per record stay flat with the practice's size, s
 
 `install()` wraps the azure-core transports' `send` (sync and async), which every Storage SDK client of
 the process goes through, so nothing in the product is touched. Keys are `"<service> <METHOD> <name>"`:
-the service from the SDK's User-Agent (blob, table, queue), the name the table or container the URL
+the service from the SDK's User-Agent (blob, table, queue), the name the table or container that the URL
 addresses (`$batch` for a table transaction, whose table is in its body; `(service)` for account calls).
 Names and counts only: no keys, entities or blob names.
 """

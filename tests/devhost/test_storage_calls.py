@@ -57,8 +57,10 @@ def test_sync_and_async_sdk_clients_are_counted_once_per_request(storage_connect
             return len([e async for e in service.get_table_client(name).query_entities("PartitionKey eq 'p'")])
 
     assert asyncio.run(read_async()) == 1
-    assert _sent(before) == {f"blob PUT {name}": 2, f"blob GET {name}": 1, "table POST Tables": 1,
-                             f"table POST {name}": 1, f"table GET {name}": 1}
+    sent = _sent(before)  # exact for this test's container and table; another thread may create tables too
+    assert {key: n for key, n in sent.items() if key.endswith(f" {name}")} == {
+        f"blob PUT {name}": 2, f"blob GET {name}": 1, f"table POST {name}": 1, f"table GET {name}": 1}
+    assert sent["table POST Tables"] >= 1
 
 
 def test_the_host_reports_what_its_activities_sent(host: RunningHost):
