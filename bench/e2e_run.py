@@ -127,12 +127,8 @@ class E2EResult(BaseModel):
     actions: dict[str, int]
 
 
-def _storage_requests(stack: LocalStack) -> dict[str, int]:
-    return stack.host.http().get("/admin/host/status", timeout=30).json()["storageRequests"]
-
-
-def _difference(later: dict[str, int], earlier: dict[str, int]) -> dict[str, int]:
-    return {key: n - earlier.get(key, 0) for key, n in later.items() if n > earlier.get(key, 0)}
+def _host_status(stack: LocalStack) -> dict[str, Any]:
+    return stack.host.http().get("/admin/host/status", timeout=30).json()
 
 
 def _renamed(key: str, names: dict[str, str]) -> str:
@@ -142,7 +138,7 @@ def _renamed(key: str, names: dict[str, str]) -> str:
 
 
 def _loop_stalls(stack: LocalStack) -> dict[str, Any]:
-    return stack.host.http().get("/admin/host/status", timeout=30).json()["loopStalls"]
+    return _host_status(stack)["loopStalls"]
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -304,19 +300,21 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
         host_pid = stack.host.process.pid
         emu_pid = stack.emulator.proc.pid  # type: ignore[attr-defined]
         storage_pid = stack.storage.pid
-        marks: dict[str, tuple[float, Counters, float, float, float]] = {}
+        marks: dict[str, tuple[float, Counters, dict[str, float]]] = {}
         blocked: dict[str, float] = {}
         collected: dict[str, tuple[float, int]] = {}
         stage_seen: dict[str, float] = {}
         peak_at: dict[str, float] = {}
         memory = _HostMemoryWatch(stack, traced=trace_memory)
         storage_calls.install()  # this process's requests during the drive are the agent's upload
-        storage_at: list[tuple[str, dict[str, int]]] = [("(start)", _storage_requests(stack))]
 
-        def cpu_now() -> dict[str, float]:
-            return {"host": _cpu_seconds(host_pid), "emulator": _cpu_seconds(emu_pid), "azurite": _cpu_seconds(storage_pid)}
+        def stage_mark(stage: str) -> tuple[str, dict[str, int], dict[str, float]]:
+            """The host's Storage requests so far and each process's CPU seconds, as `stage` begins."""
+            return (stage, _host_status(stack)["storageRequests"],
+                    {"host": _cpu_seconds(host_pid), "emulator": _cpu_seconds(emu_pid),
+                     "azurite": _cpu_seconds(storage_pid)})
 
-        cpu_at: list[tuple[str, dict[str, float]]] = [("(start)", cpu_now())]
+        stage_marks = [stage_mark("(start)")]
 
         def on_progress(view: dict[str, Any]) -> None:
             stage = (view.get("custom_status") or {}).get("stage")
@@ -326,12 +324,11 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
                 if stage_seen:  # the high-water mark as the previous stage ends
                     peak_at[max(stage_seen, key=stage_seen.__getitem__)] = round(_peak_rss_mb(host_pid), 1)
                 stage_seen[stage] = time.monotonic()
-                storage_at.append((stage, _storage_requests(stack)))
-                cpu_at.append((stage, cpu_now()))
+                stage_marks.append(stage_mark(stage))
             point = "start" if stage == "load" else "end" if stage in ("attachments", "done") else None
             if point and point not in marks:
-                marks[point] = (time.monotonic(), Counters.of(stack.emulator.counters()),
-                                _cpu_seconds(host_pid), _cpu_seconds(emu_pid), _cpu_seconds(storage_pid))
+                # Both points are a stage's first sighting, so its mark (just taken) has the CPU seconds.
+                marks[point] = (time.monotonic(), Counters.of(stack.emulator.counters()), stage_marks[-1][2])
                 stalls = _loop_stalls(stack)
                 blocked[point] = stalls["blockedSeconds"]
                 collected[point] = (stalls["gc"]["seconds"], stalls["gc"]["collections"][2])
@@ -343,13 +340,12 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
             result = drive_migration(stack, bundle, target=target_for(stack, application_users=users),
                                      timeout=timeout, on_progress=on_progress)
         migration_seconds = time.monotonic() - started
-        storage_by_stage = {"upload": _difference(storage_calls.snapshot(), sent_before)}
-        storage_at.append(("(end)", _storage_requests(stack)))
-        cpu_at.append(("(end)", cpu_now()))
-        cpu_by_stage = {stage: {name: round(later[name] - earlier[name], 2) for name in earlier}
-                        for (stage, earlier), (_, later) in zip(cpu_at, cpu_at[1:], strict=False)}
-        for (stage, earlier), (_, later) in zip(storage_at, storage_at[1:], strict=False):
-            storage_by_stage[stage] = _difference(later, earlier)
+        storage_by_stage = {"upload": storage_calls.difference(storage_calls.snapshot(), sent_before)}
+        cpu_by_stage: dict[str, dict[str, float]] = {}
+        stage_marks.append(stage_mark("(end)"))
+        for (stage, sent_then, cpu_then), (_, sent_next, cpu_next) in zip(stage_marks, stage_marks[1:], strict=False):
+            storage_by_stage[stage] = storage_calls.difference(sent_next, sent_then)
+            cpu_by_stage[stage] = {name: round(cpu_next[name] - seconds, 2) for name, seconds in cpu_then.items()}
         named = {stack.prefix: "", result["migration_id"].lower(): "<migration>"}  # names alike from run to run
         storage_by_stage = {stage: {_renamed(key, named): n for key, n in sent.items()}
                             for stage, sent in storage_by_stage.items()}
@@ -370,7 +366,7 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
         # Records the load wrote: created + updated of every map except attachments (files, not records).
         records = sum(n for m in report["maps"] if m["target_table"] != "sharepointdocument"
                       and m["map"] != "document" for a, n in m["actions"].items() if a in ("created", "updated"))
-        (t0, c0, h0, e0, a0), (t1, c1, h1, e1, a1) = marks["start"], marks["end"]
+        (t0, c0, cpu0), (t1, c1, cpu1) = marks["start"], marks["end"]
         per_user = {user: int(c["requests"]) for user, c in stack.emulator.counters().items()}
         _, retry_after, held = _governor_waits(work / "host.log")
         journal_writes, journal_transactions = _journal_writes(work / "host.log")
@@ -395,8 +391,9 @@ def run_e2e(work: Path, practice: Path, bundle: Path, config: EmulatorConfig, ap
             migration_id=result["migration_id"], runtime_status=status, app_users=app_users, records=records,
             journal_rows=sum(actions.values()), load_seconds=t1 - t0, migration_seconds=migration_seconds,
             load_counters=c1.minus(c0), per_user_requests=per_user, retry_after_seconds=retry_after,
-            held_back_seconds=held, host_peak_rss_mb=peak, host_cpu_seconds_load=h1 - h0,
-            emulator_cpu_seconds_load=e1 - e0, storage_cpu_seconds_load=a1 - a0, instances=instances, activities=activities,
+            held_back_seconds=held, host_peak_rss_mb=peak, host_cpu_seconds_load=cpu1["host"] - cpu0["host"],
+            emulator_cpu_seconds_load=cpu1["emulator"] - cpu0["emulator"],
+            storage_cpu_seconds_load=cpu1["azurite"] - cpu0["azurite"], instances=instances, activities=activities,
             history_events=history, transform=cost, actions=actions, journal_entity_writes=journal_writes,
             journal_transactions=journal_transactions,
             loop_blocked_seconds_load=blocked["end"] - blocked["start"], loop_longest_stall_ms=int(stalls["longestMs"]),

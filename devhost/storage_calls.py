@@ -31,6 +31,16 @@ def _service(user_agent: str) -> str | None:
     return next((name for marker, name in _SERVICES if marker in user_agent), None)
 
 
+def _path_style(host: str) -> bool:
+    """An IP address or localhost carries the account in the path, as the Storage SDKs (and agent/upload.py,
+    which ships apart from the devhost) decide."""
+    try:
+        ip_address(host)
+        return True
+    except ValueError:
+        return host == "localhost"
+
+
 def request_key(method: str, url: str, user_agent: str) -> str | None:
     """The counter's key for one request, or None when it is not a Storage SDK's."""
     service = _service(user_agent)
@@ -38,11 +48,7 @@ def request_key(method: str, url: str, user_agent: str) -> str | None:
         return None
     parts = urlsplit(url)
     segments = [s for s in parts.path.split("/") if s]
-    try:
-        path_style = ip_address(parts.hostname or "").is_loopback
-    except ValueError:
-        path_style = parts.hostname == "localhost"
-    if path_style and segments:  # Azurite: /<account>/<container or table>/...
+    if _path_style(parts.hostname or "") and segments:  # Azurite: /<account>/<container or table>/...
         segments = segments[1:]
     name = segments[0].split("(", 1)[0] if segments else "(service)"
     return f"{service} {method.upper()} {name or '(service)'}"
@@ -59,6 +65,11 @@ def snapshot() -> dict[str, int]:
     """The counts so far (they only grow: callers take differences)."""
     with _lock:
         return dict(_counts)
+
+
+def difference(later: dict[str, int], earlier: dict[str, int]) -> dict[str, int]:
+    """What was sent between two snapshots (keys that did not move left out)."""
+    return {key: n - earlier.get(key, 0) for key, n in later.items() if n > earlier.get(key, 0)}
 
 
 def install() -> None:
